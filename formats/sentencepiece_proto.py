@@ -1,0 +1,85 @@
+"""Just enough protobuf to read a SentencePiece `tokenizer.model` without the sentencepiece package.
+
+ModelProto: 1 pieces (repeated SentencePiece), 2 trainer_spec, 3 normalizer_spec.
+SentencePiece: 1 piece (string), 2 score (float), 3 type (enum, default NORMAL=1).
+NormalizerSpec: 3 add_dummy_prefix (default true), 4 remove_extra_whitespaces (default true).
+TrainerSpec: 3 model_type (1 unigram, 2 bpe), 35 byte_fallback.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from tinyconvert.formats.errors import InputError
+
+
+@dataclass(frozen=True)
+class SpModel:
+    pieces: list[tuple[str, float, int]]          # (piece, score, sentencepiece type)
+    add_dummy_prefix: bool = True
+    remove_extra_whitespaces: bool = True
+    model_type: int = 1
+    byte_fallback: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise InputError("tokenizer.model: truncated or corrupt protobuf varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """Yields (field number, wire type, value) for one protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _varint(buf, pos)
+        elif wire == 1:
+            val, pos = buf[pos:pos + 8], pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            if pos + n > len(buf):
+                raise InputError("tokenizer.model: a field runs past the end of the file")
+            val, pos = buf[pos:pos + n], pos + n
+        elif wire == 5:
+            val, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise InputError(f"tokenizer.model: unsupported protobuf wire type {wire}")
+        yield num, wire, val
+
+
+def _piece(buf: bytes) -> tuple[str, float, int]:
+    text, score, ptype = "", 0.0, 1
+    for num, wire, val in _fields(buf):
+        if num == 1 and wire == 2:
+            text = val.decode("utf-8")
+        elif num == 2 and wire == 5:
+            (score,) = struct.unpack("<f", val)
+        elif num == 3 and wire == 0:
+            ptype = val
+    return text, score, ptype
+
+
+def parse_sp_model(data: bytes) -> SpModel:
+    pieces, norm, trainer = [], {}, {}
+    for num, wire, val in _fields(data):
+        if num == 1 and wire == 2:
+            pieces.append(_piece(val))
+        elif num == 2 and wire == 2:
+            trainer = {n: v for n, _, v in _fields(val)}
+        elif num == 3 and wire == 2:
+            norm = {n: v for n, _, v in _fields(val)}
+    if not pieces:
+        raise InputError("tokenizer.model: no pieces found (not a SentencePiece model?)")
+    return SpModel(pieces, bool(norm.get(3, 1)), bool(norm.get(4, 1)),
+                   int(trainer.get(3, 1)), bool(trainer.get(35, 0)))

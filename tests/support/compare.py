@@ -1,0 +1,53 @@
+"""Independent oracles: transformers for what an HF checkpoint computes and how its tokenizer
+splits text; llama.cpp (llama-cpp-python) for what a GGUF file means."""
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+
+
+def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        out = model(torch.tensor([ids])).logits[0].double().numpy()
+    del model
+    gc.collect()
+    return out
+
+
+def llamacpp_logits(gguf_path: Path, ids: list[int]) -> np.ndarray:
+    from llama_cpp import Llama
+    llm = Llama(str(gguf_path), n_ctx=max(64, len(ids)), n_batch=max(64, len(ids)),
+                logits_all=True, verbose=False, n_threads=2)
+    llm.eval(ids)
+    out = np.array(llm.scores[: len(ids)], dtype=np.float64)
+    llm.close()
+    del llm
+    gc.collect()
+    return out
+
+
+def llamacpp_tokenize(gguf_path: Path, text: str, *, add_bos: bool = True,
+                      special: bool = True) -> list[int]:
+    from llama_cpp import Llama
+    llm = Llama(str(gguf_path), vocab_only=True, verbose=False)
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+    llm.close()
+    return ids
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def kld_stats(ref: np.ndarray, cand: np.ndarray) -> dict:
+    lp, lq = log_softmax(ref), log_softmax(cand)
+    kld = (np.exp(lp) * (lp - lq)).sum(-1)
+    return {"kld_mean": float(kld.mean()), "kld_max": float(kld.max()),
+            "top1": float((ref.argmax(-1) == cand.argmax(-1)).mean()),
+            "max_abs": float(np.abs(ref - cand).max())}

@@ -1,0 +1,53 @@
+"""llama.cpp's own Python converter, from llama-cpp-python's source distribution on PyPI (the same
+version as the installed llama-cpp-python). Used only as an independent reference in tests and
+benchmarks; none of its code is part of tinyconvert.
+
+    python -m tests.support.llamacpp_src      # prints the llama.cpp folder
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from importlib.metadata import version
+from pathlib import Path
+
+from tests.support.smollm2 import DEFAULT_CACHE
+
+WANTED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+
+
+def llamacpp_dir(cache: Path = DEFAULT_CACHE) -> Path:
+    ver = version("llama-cpp-python")
+    root = cache / f"llama.cpp-{ver}"
+    if (root / ".complete").exists():
+        return root
+    dl = cache / "sdist"
+    dl.mkdir(parents=True, exist_ok=True)
+    sdist = dl / f"llama_cpp_python-{ver}.tar.gz"
+    if not sdist.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+                        ":all:", f"llama-cpp-python=={ver}", "-d", str(dl)], check=True)
+    prefix = f"llama_cpp_python-{ver}/vendor/llama.cpp/"
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            rel = member.name.removeprefix(prefix)
+            if member.name.startswith(prefix) and rel.startswith(WANTED) and member.isfile():
+                member.name = rel
+                tar.extract(member, root, filter="data")
+    (root / ".complete").touch()
+    return root
+
+
+def run_converter(model: Path, out: Path, outtype: str, cache: Path = DEFAULT_CACHE):
+    """Runs llama.cpp's convert_hf_to_gguf.py with its own gguf-py; returns the finished process."""
+    import os
+    root = llamacpp_dir(cache)
+    env = dict(os.environ, PYTHONPATH=str(root / "gguf-py"))
+    return subprocess.run([sys.executable, str(root / "convert_hf_to_gguf.py"), str(model),
+                           "--outfile", str(out), "--outtype", outtype],
+                          env=env, capture_output=True, text=True, check=True)
+
+
+if __name__ == "__main__":
+    print(llamacpp_dir())

@@ -1,0 +1,3 @@
+from tinyconvert.cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""Rows of one tensor (numpy, source dtype) to the bytes of its GGUF type."""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyconvert.quant import QuantType
+from tinyconvert.quant.floats import bf16_bits_to_f32, f32_to_bf16_bits
+
+
+def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:
+    if src_dtype == "BF16":
+        return bf16_bits_to_f32(rows).reshape(rows.shape)
+    return rows.astype(np.float32, copy=False)
+
+
+def encode_rows(rows: np.ndarray, src_dtype: str, qtype: QuantType) -> np.ndarray:
+    """rows: [n, row_len] in the source dtype -> uint8 [n, row_bytes]."""
+    if qtype.name == "f16" and src_dtype == "F16":
+        out = rows
+    elif qtype.name == "bf16" and src_dtype == "BF16":
+        # already bf16: keep the bits, but quiet NaNs as ggml's f32 -> bf16 would
+        is_nan = (rows & 0x7FFF) > 0x7F80
+        out = np.where(is_nan, rows | 64, rows).astype(np.uint16) if is_nan.any() else rows
+    else:
+        return qtype.quantize(to_f32(rows, src_dtype))
+    return np.ascontiguousarray(out).view(np.uint8).reshape(rows.shape[0], -1)

@@ -1,0 +1,21 @@
+"""The general.* keys: name, basename, size_label, finetune, license, ... from the model card,
+config and folder name (gguf-py's Metadata heuristics, as llama.cpp's converter uses them)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gguf
+
+
+def add_general(writer: gguf.GGUFWriter, folder: Path, repo_id: str | None,
+                model_name: str | None) -> None:
+    """Call after every tensor info is added: the size label counts their parameters."""
+    logging.getLogger("gguf").setLevel(logging.ERROR)
+    total, shared, expert, n_expert = writer.get_total_parameter_count()
+    md = gguf.Metadata.load(None, folder, model_name, total)
+    if md.name is None:
+        md.name = repo_id or folder.resolve().name
+    if md.size_label is None and total > 0:
+        md.size_label = gguf.size_label(total, shared, expert, n_expert)
+    md.set_gguf_meta_model(writer)

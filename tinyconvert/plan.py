@@ -1,0 +1,99 @@
+"""Plan, then write: every output tensor's name, shape and type is decided from the checkpoint
+header alone, before any data is read, so the GGUF header can be written first."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tinyconvert.arch import IGNORED_SUFFIXES, NameMapper, permute_qk
+from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.records import TensorRecord, rows_and_len
+from tinyconvert.hparams import ModelConfig
+from tinyconvert.quant import QuantType, get_qtype
+
+FLOAT_SOURCES = ("F32", "F16", "BF16")
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str                     # GGUF name
+    shape: tuple[int, ...]        # numpy/torch order (outermost first)
+    qtype: QuantType
+    read_rows: Callable[[int, int], np.ndarray]   # output rows [r0, r1), transforms applied
+    src_dtype: str                # "F32", "F16" or "BF16" (uint16 bits)
+    align: int = 1                # chunks start and end on multiples of this many rows
+    fallback_from: str | None = None   # requested type that could not hold this row length
+
+    @property
+    def n_rows(self) -> int:
+        return rows_and_len(self.shape)[0]
+
+
+def resolve_outtype(outtype: str, records: list[TensorRecord]) -> str:
+    """`auto`: bf16 if the first matrix is bf16, else f16 (tensors, not config.json, decide)."""
+    if outtype != "auto":
+        return outtype
+    first = next((r for r in records if len(r.shape) >= 2), None)
+    return "bf16" if first is not None and first.dtype == "BF16" else "f16"
+
+
+def choose_qtype(name: str, shape: tuple[int, ...], outtype: str) -> tuple[QuantType, str | None]:
+    """Norms, 1-D tensors and non-weights stay F32; a row length a type cannot hold falls back
+    to F16 (as llama.cpp's converter does)."""
+    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return get_qtype("f32"), None
+    qtype = get_qtype(outtype)
+    if not qtype.fits(shape[-1]):
+        return get_qtype("f16"), qtype.name
+    return qtype, None
+
+
+def _with_permute(read_rows, head_rows: int):
+    """Rows of whole heads are read together and permuted within each head."""
+    return lambda r0, r1: permute_qk(read_rows(r0, r1), (r1 - r0) // head_rows)
+
+
+def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
+    mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
+    planned: list[PlannedTensor] = []
+    for rec in records:
+        if rec.name.endswith(IGNORED_SUFFIXES):
+            continue
+        if cfg.tied and rec.name == "lm_head.weight":
+            continue        # tied: llama.cpp reuses token_embd; no output.weight is written
+        if rec.dtype not in FLOAT_SOURCES:
+            raise InputError(f"tensor {rec.name!r} has dtype {rec.dtype}; only F32/F16/BF16 "
+                             f"checkpoints are supported")
+        name = mapper.gguf_name(rec.name)
+        read_rows, align = rec.read_rows, 1
+        heads = mapper.permute_heads(rec.name, cfg.n_head, cfg.n_kv_head)
+        if heads is not None:
+            if rec.shape[0] % (2 * heads):
+                raise InputError(f"tensor {rec.name!r} shape {rec.shape} cannot be split into "
+                                 f"{heads} heads for the Q/K permutation")
+            align = rec.shape[0] // heads
+            read_rows = _with_permute(read_rows, align)
+        qtype, fallback = choose_qtype(name, rec.shape, outtype)
+        planned.append(PlannedTensor(name, rec.shape, qtype, read_rows, rec.dtype, align,
+                                     fallback))
+    _check_complete(cfg, planned)
+    return planned
+
+
+def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:
+    names = {p.name for p in planned}
+    needed = ["token_embd.weight", "output_norm.weight"] + [
+        f"blk.{i}.{t}.weight" for i in range(cfg.n_layer)
+        for t in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                  "ffn_gate", "ffn_up", "ffn_down")]
+    if not cfg.tied:
+        needed.append("output.weight")
+    missing = [n for n in needed if n not in names]
+    if missing:
+        raise InputError(f"checkpoint is missing {len(missing)} tensor(s) the model needs, "
+                         f"first: {missing[0]}")
+    dup = len(planned) - len(names)
+    if dup:
+        raise InputError("two checkpoint tensors map to the same GGUF name")
