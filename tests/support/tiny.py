@@ -48,7 +48,7 @@ def train_bpe(folder: Path, pre: list, *, vocab_size: int = 400, ignore_merges: 
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
 
 
-def train_spm(folder: Path, *, vocab_size: int = 400, user_symbols: tuple[str, ...] = ()) -> None:
+def train_spm(folder: Path, *, vocab_size: int = 1000, user_symbols: tuple[str, ...] = ()) -> None:
     """A Llama-style SentencePiece BPE tokenizer.model (byte fallback, digits split, spaces kept)."""
     import sentencepiece as spm
     buf = io.BytesIO()
