@@ -89,7 +89,7 @@ def identify(tokenizer_json: dict, clean_up_spaces: bool | None = None) -> str:
                          "only byte-level BPE and SentencePiece tokenizer.model are supported")
     name = KNOWN.get((regexes, ignore_merges))
     if name is None:
-        shown = " then ".join(repr(r) for r in regexes) or "(no split regex)"
+        shown = " then ".join(f"/{r}/" for r in regexes) or "(no split regex)"
         raise InputError(f"no llama.cpp pre-tokenizer splits text like this tokenizer: regex "
                          f"{shown}, ignore_merges={ignore_merges}")
     if name == "smollm" and clean_up_spaces:
