@@ -114,3 +114,21 @@ def test_tied_models_have_no_output_tensor(converted):
     names = {t.name for t in gguf.GGUFReader(out).tensors}
     assert ("output.weight" in names) == (not CASES[name][2].get("tie", False))
     assert ("rope_freqs.weight" in names) == (CASES[name][2].get("rope") is LLAMA3_ROPE)
+
+
+def test_runtime_matches_transformers_and_llamacpp(converted):
+    """The bundled runtime: HF weights vs transformers (max |logit diff| < 1e-3), and the same
+    runtime on our GGUF vs llama.cpp (mean KLD < 1e-5)."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tinyconvert.runtime.model import prefill_layers
+    from tinyconvert.sources import open_source
+    name, folder, out = converted
+    ids = AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"]
+    hf = open_source(folder)
+    ours = prefill_layers(hf.hparams, hf.get, ids).double().numpy()
+    assert np.abs(ours - hf_logits(folder, ids)).max() < 1e-3, name
+    gg = open_source(out)
+    ours_gguf = prefill_layers(gg.hparams, gg.get, ids).double().numpy()
+    assert kld_stats(llamacpp_logits(out, ids), ours_gguf)["kld_mean"] < 1e-5, name

@@ -20,6 +20,7 @@ def hf2gguf_cmd(
     outtype: str = typer.Option("auto", "--outtype",
                                 help="f32, f16, bf16, q8_0, or auto (bf16 or f16 from the tensors)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="override general.name"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
 ):
     """Convert a Hugging Face llama-family checkpoint to GGUF."""
@@ -33,6 +34,68 @@ def hf2gguf_cmd(
         typer.echo(f"wrote {res.path} ({res.outtype}, {res.n_tensors} tensors, "
                    f"{res.n_bytes / 2**20:.1f} MiB, {len(res.fallbacks)} fallbacks) "
                    f"in {res.seconds:.1f}s")
+    if not no_verify:
+        _post_verify(str(res.source), res.path)
+
+
+def _post_verify(reference: str, candidate: Path) -> None:
+    """The short accuracy check every converting command ends with."""
+    from tinyconvert.verify import verify
+    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
+    typer.echo(report.summary_line())
+    if not report.passed:
+        typer.echo(f"error: {candidate} was written but does not pass verify "
+                   f"({'; '.join(report.vocab_mismatches) or 'KL divergence too high'})", err=True)
+        raise typer.Exit(1)
+
+
+POST_VERIFY_TOKENS = 128
+
+
+@app.command("verify")
+@cli_errors
+def verify_cmd(
+    reference: str = typer.Argument(..., help="HF checkpoint (folder or hub id) or a GGUF file"),
+    candidate: Path = typer.Argument(..., help="the GGUF file to check"),
+    text: Optional[Path] = typer.Option(None, "--text", help="evaluation text file "
+                                        "(default: a built-in mixed text)"),
+    tokens: int = typer.Option(512, "--tokens", help="how many tokens of the text to use"),
+    max_kld: Optional[float] = typer.Option(None, "--max-kld",
+                                            help="fail above this mean KLD (default by type)"),
+    engine: str = typer.Option("runtime", "--engine", help="runtime or llama.cpp"),
+    as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
+):
+    """Compare a GGUF file's predictions with its reference model's."""
+    import json
+
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.verify import verify
+    if text is not None and not text.is_file():
+        raise InputError(f"{text}: no such text file")
+    body = text.read_text(encoding="utf-8") if text is not None else None
+    report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine)
+    if not as_json:
+        _print_report(report)
+    typer.echo(report.summary_line() if not as_json else json.dumps(report.as_json()))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_report(report) -> None:
+    s = report.stats
+    typer.echo(f"tokens            {s['tokens']}  (engine: {report.engine})")
+    typer.echo(f"KL divergence     mean {s['kld_mean']:.6g}  p99 {s['kld_p99']:.6g}  "
+               f"max {s['kld_max']:.6g}")
+    typer.echo(f"top-1 agreement   {s['top1']:.2%}")
+    typer.echo(f"perplexity        reference {s['ppl_reference']:.4f}  "
+               f"candidate {s['ppl_candidate']:.4f}")
+    typer.echo(f"max |logit diff|  {s['max_abs_logit_diff']:.6g}")
+    if report.layers:
+        worst = max(range(len(report.layers)), key=report.layers.__getitem__)
+        typer.echo("layer rel. error  " + " ".join(f"{e:.2g}" for e in report.layers)
+                   + f"  (worst: layer {worst})")
+    for m in report.vocab_mismatches:
+        typer.echo(f"vocabulary        MISMATCH: {m}")
 
 
 @app.callback()

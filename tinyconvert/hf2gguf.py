@@ -14,12 +14,11 @@ from tinyconvert.encode import encode_rows
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.vocab import add_vocab, load_vocab
-from tinyconvert.hparams import llama3_rope_freqs, read_config
+from tinyconvert.hparams import read_config
 from tinyconvert.hub import resolve_model
 from tinyconvert.metadata import add_general
-from tinyconvert.plan import PlannedTensor, plan_tensors, resolve_outtype
+from tinyconvert.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.progress import TensorProgress
-from tinyconvert.quant import get_qtype
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -29,21 +28,13 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
 @dataclass
 class ConvertResult:
     path: Path
+    source: Path
     outtype: str
     n_tensors: int
     n_bytes: int
     seconds: float
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _extra_tensors(cfg) -> list[PlannedTensor]:
-    if cfg.arch.gguf_arch == gguf.MODEL_ARCH.LLAMA and cfg.rope["rope_type"] == "llama3":
-        def rows(r0, r1):
-            return llama3_rope_freqs(cfg).numpy().reshape(-1, 1)[r0:r1]
-        return [PlannedTensor("rope_freqs.weight", (cfg.head_dim // 2,), get_qtype("f32"),
-                              rows, "F32")]
-    return []
 
 
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
@@ -57,7 +48,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     cfg = read_config(folder)
     records = open_checkpoint(folder)
     outtype = resolve_outtype(outtype, records)
-    planned = _extra_tensors(cfg) + plan_tensors(cfg, records, outtype)
+    planned = extra_tensors(cfg) + plan_tensors(cfg, records, outtype)
     vocab = load_vocab(folder, cfg.n_vocab)
 
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
@@ -74,7 +65,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
 
     n_bytes = _write(writer, planned, out, quiet)
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
-    return ConvertResult(out, outtype, len(planned), n_bytes, time.perf_counter() - start,
+    return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
                          fallbacks, list(vocab.notes))
 
 

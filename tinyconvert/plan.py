@@ -10,7 +10,9 @@ import numpy as np
 from tinyconvert.arch import IGNORED_SUFFIXES, NameMapper, permute_qk
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
-from tinyconvert.hparams import ModelConfig
+import gguf
+
+from tinyconvert.hparams import ModelConfig, llama3_rope_freqs
 from tinyconvert.quant import QuantType, get_qtype
 
 FLOAT_SOURCES = ("F32", "F16", "BF16")
@@ -80,6 +82,16 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
                                      fallback))
     _check_complete(cfg, planned)
     return planned
+
+
+def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
+    """Tensors the converter makes: `rope_freqs` for llama3 rope scaling (llama arch only)."""
+    if cfg.arch.gguf_arch == gguf.MODEL_ARCH.LLAMA and cfg.rope["rope_type"] == "llama3":
+        def rows(r0, r1):
+            return llama3_rope_freqs(cfg).numpy().reshape(-1, 1)[r0:r1]
+        return [PlannedTensor("rope_freqs.weight", (cfg.head_dim // 2,), get_qtype("f32"),
+                              rows, "F32")]
+    return []
 
 
 def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:

@@ -51,3 +51,20 @@ def kld_stats(ref: np.ndarray, cand: np.ndarray) -> dict:
     return {"kld_mean": float(kld.mean()), "kld_max": float(kld.max()),
             "top1": float((ref.argmax(-1) == cand.argmax(-1)).mean()),
             "max_abs": float(np.abs(ref - cand).max())}
+
+
+def llamacpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False,
+                      threads: int = 2) -> None:
+    """llama.cpp's own quantizer (llama_model_quantize) on a GGUF file. ftype is llama.cpp's
+    LlamaFileType number (7 q8_0, 2 q4_0, 15 q4_k_m, ...)."""
+    import ctypes
+
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    params.pure = pure
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                        ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed with {rc}")

@@ -1,0 +1,134 @@
+"""A llama-family forward pass (llama, mistral, qwen2 with q/k/v biases, qwen3 with q/k norms;
+GQA; tied embeddings; SiLU or ReLU gated FFN) on weights named as in GGUF.
+
+Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
+checkpoint (through the converter's architecture table) run the very same code. Two drivers:
+`prefill_layers` streams one layer's weights at a time (memory-light, for verify) and `Model`
+holds all weights with a KV cache (for generation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tinyconvert.runtime.hparams import Hparams
+from tinyconvert.runtime.rope import apply_rope, rope_cos_sin
+
+Weights = Callable[[str], "torch.Tensor | None"]
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    y = x @ w.T                                   # w: [out, in] (torch order of GGUF tensors)
+    return y + b if b is not None else y
+
+
+@dataclass
+class KVCache:
+    k: list = field(default_factory=list)      # per layer: [S, n_kv_head, head_dim]
+    v: list = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.k[0].shape[0] if self.k else 0
+
+
+def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
+              cache: KVCache | None, pos0: int) -> torch.Tensor:
+    """x: [T, n_embd] (already normed) -> [T, n_embd]."""
+    p = f"blk.{i}."
+    T, hd = x.shape[0], hp.head_dim
+    q = linear(x, get(p + "attn_q.weight"), get(p + "attn_q.bias")).view(T, hp.n_head, hd)
+    k = linear(x, get(p + "attn_k.weight"), get(p + "attn_k.bias")).view(T, hp.n_kv_head, hd)
+    v = linear(x, get(p + "attn_v.weight"), get(p + "attn_v.bias")).view(T, hp.n_kv_head, hd)
+    if (qn := get(p + "attn_q_norm.weight")) is not None:      # qwen3: per-head RMSNorm
+        q = rms_norm(q, qn, hp.rms_eps)
+        k = rms_norm(k, get(p + "attn_k_norm.weight"), hp.rms_eps)
+    q, k = apply_rope(q, cos, sin, hp.neox), apply_rope(k, cos, sin, hp.neox)
+    if cache is not None:
+        if len(cache.k) > i:
+            k, v = torch.cat([cache.k[i], k]), torch.cat([cache.v[i], v])
+            cache.k[i], cache.v[i] = k, v
+        else:
+            cache.k.append(k)
+            cache.v.append(v)
+    S, rep = k.shape[0], hp.n_head // hp.n_kv_head
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)   # [S, n_head, hd]
+    mask = (torch.arange(S)[None, :] <= (pos0 + torch.arange(T))[:, None])  # [T, S] causal
+    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                                         attn_mask=mask)                      # [n_head, T, hd]
+    return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
+
+
+def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor) -> torch.Tensor:
+    p = f"blk.{i}."
+    act = F.silu if hp.act == "silu" else F.relu
+    gate = act(linear(x, get(p + "ffn_gate.weight")))
+    return linear(gate * linear(x, get(p + "ffn_up.weight")), get(p + "ffn_down.weight"))
+
+
+def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
+          cache: KVCache | None = None, pos0: int = 0) -> torch.Tensor:
+    p = f"blk.{i}."
+    h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
+                      cos, sin, cache, pos0)
+    return h + ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
+
+
+def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int):
+    positions = torch.arange(pos0, pos0 + T)
+    return rope_cos_sin(positions, hp.rope_dim or hp.head_dim, hp.rope_theta, hp.rope_scaling,
+                        get("rope_freqs.weight"))
+
+
+def output_logits(hp: Hparams, get: Weights, h: torch.Tensor) -> torch.Tensor:
+    h = rms_norm(h, get("output_norm.weight"), hp.rms_eps)
+    w = get("output.weight")
+    return linear(h, w if w is not None else get("token_embd.weight"))
+
+
+@torch.no_grad()
+def prefill_layers(hp: Hparams, get: Weights, ids: list[int], *,
+                   on_layer: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Logits [T, n_vocab] for one sequence starting at position 0. `get` may load each tensor
+    when asked and forget it afterwards: only one layer's weights are needed at a time.
+    on_layer(i, hidden) sees the hidden state after each layer (i = -1: the embeddings)."""
+    h = get("token_embd.weight")[torch.tensor(ids)]
+    if on_layer:
+        on_layer(-1, h)
+    cos, sin = rope_tables(hp, get, 0, len(ids))
+    for i in range(hp.n_layer):
+        h = block(hp, get, i, h, cos, sin)
+        if on_layer:
+            on_layer(i, h)
+    return output_logits(hp, get, h)
+
+
+class Model:
+    """All weights in memory, with a KV cache: batched prefill, then one token at a time."""
+
+    def __init__(self, hp: Hparams, weights: dict[str, torch.Tensor]):
+        self.hp, self.weights = hp, weights
+        self.cache = KVCache()
+
+    def get(self, name: str):
+        return self.weights.get(name)
+
+    def reset(self) -> None:
+        self.cache = KVCache()
+
+    @torch.no_grad()
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        """Appends ids to the cached sequence; returns their logits [T, n_vocab]."""
+        pos0 = self.cache.length
+        h = self.get("token_embd.weight")[torch.tensor(ids)]
+        cos, sin = rope_tables(self.hp, self.get, pos0, len(ids))
+        for i in range(self.hp.n_layer):
+            h = block(self.hp, self.get, i, h, cos, sin, self.cache, pos0)
+        return output_logits(self.hp, self.get, h)

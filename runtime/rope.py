@@ -1,0 +1,55 @@
+"""RoPE angle tables: plain, linear-scaled, llama3 (per-frequency factors from the rope_freqs
+tensor) and YaRN (ramped blend of interpolated and extrapolated frequencies, scaled cos/sin)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _yarn(inv_freq: torch.Tensor, dim: int, base: float, s: dict) -> tuple[torch.Tensor, float]:
+    factor = s["factor"]
+    orig = s.get("original_max_position_embeddings") or 4096
+    fast, slow = s.get("beta_fast") or 32.0, s.get("beta_slow") or 1.0
+
+    def corr_dim(n_rot: float) -> float:   # dim index where a frequency turns n_rot times in orig
+        return dim * math.log(orig / (n_rot * 2 * math.pi)) / (2 * math.log(base))
+    low = max(math.floor(corr_dim(fast)), 0)
+    high = min(math.ceil(corr_dim(slow)), dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolate = 1 - ramp                  # 1: keep the original frequency, 0: interpolate
+    inv_freq = inv_freq / factor * (1 - extrapolate) + inv_freq * extrapolate
+    attn = s.get("attention_factor") or (0.1 * math.log(factor) + 1.0)
+    return inv_freq, attn
+
+
+def rope_cos_sin(positions: torch.Tensor, dim: int, base: float, scaling: dict,
+                 freq_factors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin: [T, dim/2] for the given integer positions."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    mscale = 1.0
+    if freq_factors is not None:
+        inv_freq = inv_freq / freq_factors.float()
+    if scaling.get("type") == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif scaling.get("type") == "yarn":
+        inv_freq, mscale = _yarn(inv_freq, dim, base, scaling)
+    angles = positions.float()[:, None] * inv_freq[None, :]          # [T, dim/2]
+    return angles.cos() * mscale, angles.sin() * mscale
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> torch.Tensor:
+    """x: [T, H, D]; rotates the first 2*cos.shape[-1] dims. neox pairs (i, i + d/2);
+    otherwise (llama.cpp's `llama`, weights already permuted) pairs (2i, 2i + 1)."""
+    d = cos.shape[-1] * 2
+    rot, rest = x[..., :d], x[..., d:]
+    c, s = cos[:, None, :], sin[:, None, :]                         # [T, 1, d/2]
+    if neox:
+        a, b = rot[..., : d // 2], rot[..., d // 2:]
+        out = torch.cat([a * c - b * s, b * c + a * s], dim=-1)
+    else:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2)
+    return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out

@@ -1,0 +1,52 @@
+"""GGUF files as "tensor name -> float32 torch tensor" sources, dequantizing on demand: our own
+decoders where tinyconvert.quant has the type, gguf-py's for the rest (K-quants, IQ types)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyconvert.formats.gguf_file import GgufFile, TensorInfo, read_gguf
+from tinyconvert.quant import REGISTRY
+from tinyconvert.quant.sizes import block_info
+
+
+class GgufWeights:
+    """get(name) dequantizes one tensor when asked; only the token embeddings are kept (they are
+    used twice when the output is tied)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file: GgufFile = read_gguf(self.path)
+        self.tensors = {t.name: t for t in self.file.tensors}
+        self.fields = self.file.values()
+        self._keep: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor | None:
+        if name in self._keep:
+            return self._keep[name]
+        t = self.tensors.get(name)
+        if t is None:
+            return None
+        out = torch.from_numpy(dequantize(self.file, t))
+        if name == "token_embd.weight":
+            self._keep[name] = out
+        return out
+
+    def all(self) -> dict[str, torch.Tensor]:
+        return {name: self(name) for name in self.tensors}
+
+
+def dequantize(f: GgufFile, t: TensorInfo) -> np.ndarray:
+    """float32 in torch order (outermost dimension first), a fresh writable array."""
+    block, type_size = block_info(t.ggml_type)
+    n_rows = t.n_elements // t.ne[0]
+    raw = f.tensor_bytes(t).reshape(n_rows, t.ne[0] // block * type_size)
+    ours = next((q for q in REGISTRY.values() if q.ggml_id == t.ggml_type), None)
+    if ours is not None:
+        rows = ours.dequantize(raw)
+    else:
+        import gguf
+        rows = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(t.ggml_type))
+    return np.array(rows, dtype=np.float32, copy=True).reshape(t.shape)

@@ -1,0 +1,137 @@
+"""The bundled runtime against transformers and llama.cpp, and `tinyconvert verify`."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.support.compare import (hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize)
+from tinyconvert.cli import app
+from tinyconvert.formats.gguf_file import read_gguf
+from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.runtime.model import Model, prefill_layers
+from tinyconvert.sources import open_source
+from tinyconvert.tokenizer import tokenizer_for
+from tinyconvert.verify import verify
+
+
+@pytest.fixture(scope="module")
+def real(smollm2_hf, tmp_path_factory):
+    d = tmp_path_factory.mktemp("rt")
+    hf2gguf(str(smollm2_hf), d / "f32.gguf", outtype="f32", quiet=True)
+    hf2gguf(str(smollm2_hf), d / "f16.gguf", outtype="f16", quiet=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def ids(smollm2_hf, sample_text):
+    return tokenizer_for(open_source(smollm2_hf)).encode(sample_text)[:256]
+
+
+def test_runtime_on_hf_matches_transformers(smollm2_hf, ids):
+    src = open_source(smollm2_hf)
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    ref = hf_logits(smollm2_hf, ids)
+    assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_runtime_on_f32_gguf_matches_llamacpp(real, ids):
+    src = open_source(real / "f32.gguf")
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    stats = kld_stats(llamacpp_logits(real / "f32.gguf", ids), ours)
+    assert stats["kld_mean"] < 1e-5, stats
+
+
+def test_kv_cache_generation_equals_prefill(real, ids):
+    src = open_source(real / "f16.gguf")
+    model = Model(src.hparams, src.get.all())
+    full = model.forward(ids[:40])
+    model.reset()
+    steps = [model.forward(ids[:30])] + [model.forward([t]) for t in ids[30:40]]
+    assert torch.allclose(torch.cat(steps), full, atol=2e-4)
+
+
+def test_tokenizers_agree_with_transformers(smollm2_hf, real, sample_text):
+    from transformers import AutoTokenizer
+    want = AutoTokenizer.from_pretrained(smollm2_hf)(sample_text)["input_ids"]
+    assert tokenizer_for(open_source(smollm2_hf)).encode(sample_text) == want
+    gg = tokenizer_for(open_source(real / "f16.gguf"))
+    assert gg.encode(sample_text) == want
+    assert gg.decode(want) == sample_text
+
+
+def test_verify_json_and_pass(smollm2_hf, real):
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(real / "f16.gguf"), "--json",
+                                   "--tokens", "256"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("kld_mean", "kld_p99", "kld_max", "top1", "ppl_reference", "ppl_candidate",
+                "tokens", "passed"):
+        assert key in report
+    assert report["passed"] and report["tokens"] == 256
+    assert report["kld_mean"] < 1e-4 and report["top1"] > 0.98
+    assert len(report["layer_rel_error"]) == 30 and report["vocab_mismatches"] == []
+
+
+def test_verify_with_gguf_reference(real):
+    r = verify(str(real / "f32.gguf"), real / "f16.gguf", tokens=128)
+    assert r.passed and r.stats["kld_mean"] < 1e-4
+
+
+def test_damaged_tensor_fails(smollm2_hf, real, tmp_path):
+    """One attention matrix with its bytes shuffled must fail verify (exit 1) and show where."""
+    bad = tmp_path / "bad.gguf"
+    shutil.copy(real / "f16.gguf", bad)
+    g = read_gguf(bad)
+    t = next(t for t in g.tensors if t.name == "blk.5.attn_q.weight")
+    with open(bad, "r+b") as f:
+        f.seek(g.data_start + t.offset)
+        data = np.frombuffer(f.read(t.nbytes), dtype=np.uint16).copy()
+        np.random.default_rng(0).shuffle(data)
+        f.seek(g.data_start + t.offset)
+        f.write(data.tobytes())
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(bad), "--tokens", "128"])
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.stdout
+    layers = verify(str(smollm2_hf), bad, tokens=64).layers
+    assert max(layers[:5]) < 0.01 < layers[5]
+
+
+def test_vocab_mismatch_fails(smollm2_hf, real, tmp_path):
+    """A file whose vocabulary splits text differently fails even with perfect weights."""
+    from tinyconvert.formats.gguf_file import read_gguf
+    bad = tmp_path / "badvocab.gguf"
+    shutil.copy(real / "f16.gguf", bad)
+    g = read_gguf(bad)
+    f = g.fields["tokenizer.ggml.pre"]
+    assert f.value == "smollm"
+    with open(bad, "r+b") as fh:          # a same-length name that splits digits differently
+        fh.seek(f.offset + 8)
+        fh.write(b"gpt-4o")
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(bad), "--tokens", "64"])
+    assert res.exit_code == 1 and "MISMATCH" in res.stdout
+
+
+@pytest.mark.parametrize("engine", ["runtime", "llama.cpp"])
+def test_q4_k_m_from_llamacpp(smollm2_hf, real, tmp_path, engine):
+    q = tmp_path / "q4km.gguf"
+    llamacpp_quantize(real / "f32.gguf", q, 15)
+    r = verify(str(smollm2_hf), q, tokens=256, engine=engine)
+    assert 0.005 < r.stats["kld_mean"] < 0.15 and r.passed
+    pytest.q4km = getattr(pytest, "q4km", {})
+    pytest.q4km[engine] = r.stats["kld_mean"]
+    if len(pytest.q4km) == 2:       # the runtime dequantizes exactly; llama.cpp rounds activations
+        a, b = pytest.q4km["runtime"], pytest.q4km["llama.cpp"]
+        assert abs(a - b) / b < 0.25, pytest.q4km
+
+
+def test_bad_input_exit_2(tmp_path, smollm2_hf):
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(tmp_path / "nope.gguf")])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ")
+    (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 100)
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(tmp_path / "junk.gguf")])
+    assert res.exit_code == 2 and "\n" not in res.stderr.strip()

@@ -1,0 +1,95 @@
+"""Text to ids and back for verify and run: from an HF folder's own tokenizer files, or rebuilt
+from a GGUF file's vocabulary (byte-level BPE; the pre-tokenizer name maps back to its regexes)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinyconvert.formats import pretokenizer as pt
+from tinyconvert.formats.errors import InputError
+
+IGNORE_MERGES = {name for (_, ignore), name in pt.KNOWN.items() if ignore}
+REGEXES = {name: regexes for (regexes, _), name in pt.KNOWN.items()}
+REGEXES["starcoder"] = REGEXES["smollm"]
+
+
+@dataclass
+class Tokenizer:
+    backend: object                 # tokenizers.Tokenizer or sentencepiece.SentencePieceProcessor
+    add_bos: bool
+    bos_id: int | None
+    eos_ids: set[int] = field(default_factory=set)
+    chat_template: str | None = None
+    bos_in_backend: bool = False    # the backend's post-processor adds BOS itself
+
+    def encode(self, text: str) -> list[int]:
+        if hasattr(self.backend, "encode_as_ids"):
+            ids = list(self.backend.encode_as_ids(text))
+        else:
+            ids = self.backend.encode(text, add_special_tokens=self.bos_in_backend).ids
+        if self.add_bos and self.bos_id is not None and not self.bos_in_backend:
+            ids = [self.bos_id] + ids
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        if hasattr(self.backend, "decode_ids"):
+            return self.backend.decode_ids(ids)
+        return self.backend.decode(ids, skip_special_tokens=False)
+
+
+def _chat_template(folder: Path, cfg: dict) -> str | None:
+    if isinstance(cfg.get("chat_template"), str):
+        return cfg["chat_template"]
+    path = folder / "chat_template.jinja"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def hf_tokenizer(folder: Path) -> Tokenizer:
+    import gguf
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    sv = gguf.SpecialVocab(folder, load_merges=False)
+    bos, eos = sv.special_token_ids.get("bos"), sv.special_token_ids.get("eos")
+    eos_ids = {i for i in (eos, sv.special_token_ids.get("eot")) if i is not None}
+    template = _chat_template(folder, cfg)
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer as HFTok
+        return Tokenizer(HFTok.from_file(str(folder / "tokenizer.json")), True, bos, eos_ids,
+                         template, bos_in_backend=True)
+    if (folder / "tokenizer.model").is_file():
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+        return Tokenizer(sp, cfg.get("add_bos_token", True), bos, eos_ids, template)
+    raise InputError(f"{folder}: no tokenizer.json or tokenizer.model to tokenize with")
+
+
+def gguf_tokenizer(fields: dict) -> Tokenizer:
+    """A `tokenizers` BPE built from the file's tokens, merges and pre-tokenizer name."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTok
+    kind, pre = fields.get("tokenizer.ggml.model"), fields.get("tokenizer.ggml.pre")
+    if kind != "gpt2" or pre not in REGEXES:
+        raise InputError(f"cannot rebuild a tokenizer from this GGUF vocabulary ({kind}/{pre}); "
+                         f"use the Hugging Face checkpoint as the reference")
+    tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
+    merges = [tuple(m.split(" ", 1)) for m in fields.get("tokenizer.ggml.merges", [])]
+    tok = HFTok(models.BPE({t: i for i, t in enumerate(tokens)}, merges,
+                           ignore_merges=pre in IGNORE_MERGES))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in REGEXES[pre]]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == 3])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t, ty in zip(tokens, types) if ty == 4])
+    bos = fields.get("tokenizer.ggml.bos_token_id")
+    eos_ids = {fields[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+               if k in fields}
+    return Tokenizer(tok, bool(fields.get("tokenizer.ggml.add_bos_token", False)), bos, eos_ids,
+                     fields.get("tokenizer.chat_template"))
+
+
+def tokenizer_for(source) -> Tokenizer:
+    return hf_tokenizer(source.path) if source.kind == "hf" else gguf_tokenizer(source.fields)
