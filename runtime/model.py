@@ -25,8 +25,7 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    y = x @ w.T                                   # w: [out, in] (torch order of GGUF tensors)
-    return y + b if b is not None else y
+    return F.linear(x, w, b)                      # w: [out, in] (torch order of GGUF tensors)
 
 
 @dataclass
@@ -60,9 +59,12 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
             cache.v.append(v)
     S, rep = k.shape[0], hp.n_head // hp.n_kv_head
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)   # [S, n_head, hd]
-    mask = (torch.arange(S)[None, :] <= (pos0 + torch.arange(T))[:, None])  # [T, S] causal
-    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                                         attn_mask=mask)                      # [n_head, T, hd]
+    # query t (at position pos0 + t) sees keys 0..pos0 + t. Without a mask torch picks its
+    # fused CPU kernel.
+    causal = dict(is_causal=True) if S == T else dict(
+        attn_mask=torch.arange(S)[None, :] <= (pos0 + torch.arange(T))[:, None])   # [T, S]
+    q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))     # [1, n_head, T|S, hd] (4-D:
+    out = F.scaled_dot_product_attention(q, k, v, **causal)[0]  # torch's fused kernel wants it)
     return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
 
 

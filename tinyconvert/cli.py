@@ -98,6 +98,30 @@ def _print_report(report) -> None:
         typer.echo(f"vocabulary        MISMATCH: {m}")
 
 
+@app.command("run")
+@cli_errors
+def run_cmd(
+    model: str = typer.Argument(..., help="GGUF file, HF checkpoint folder or hub id"),
+    prompt: str = typer.Option(..., "-p", "--prompt", help="the prompt"),
+    chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the model's chat template"),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="stop after this many tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy"),
+    top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling mass"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+):
+    """Generate text with the bundled runtime (streams the output)."""
+    import sys
+
+    from tinyconvert.generate import generate
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    generate(model, prompt, chat=chat, max_tokens=max_tokens, temperature=temperature,
+             top_p=top_p, seed=seed, on_text=show)
+    sys.stdout.write("\n")
+
+
 @app.callback()
 def _root():
     """tinyconvert: Hugging Face checkpoints to GGUF files that llama.cpp-family runtimes run."""

@@ -23,6 +23,7 @@ class ModelSource:
     path: Path
     hparams: Hparams
     get: Callable                   # name -> torch.Tensor | None
+    names: list[str]                # every tensor name get() knows
     fields: dict | None = None      # GGUF metadata (gguf sources only)
 
 
@@ -50,7 +51,7 @@ def hf_source(folder: Path) -> ModelSource:
         if p is None:
             return None
         return torch.from_numpy(to_f32(p.read_rows(0, p.n_rows), p.src_dtype).reshape(p.shape))
-    return ModelSource("hf", folder, hparams_from_config(cfg), get)
+    return ModelSource("hf", folder, hparams_from_config(cfg), get, list(planned))
 
 
 def gguf_source(path: Path) -> ModelSource:
@@ -62,7 +63,7 @@ def gguf_source(path: Path) -> ModelSource:
         hp = from_gguf_fields(w.fields)
     except (KeyError, TypeError) as e:
         raise InputError(f"{path}: GGUF metadata lacks {e} needed to run the model") from None
-    return ModelSource("gguf", Path(path), hp, w, w.fields)
+    return ModelSource("gguf", Path(path), hp, w, list(w.tensors), w.fields)
 
 
 def open_source(model: str | Path) -> ModelSource:

@@ -23,14 +23,22 @@ class Tokenizer:
     chat_template: str | None = None
     bos_in_backend: bool = False    # the backend's post-processor adds BOS itself
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        """add_special=False for text that already holds its special tokens (a chat template)."""
         if hasattr(self.backend, "encode_as_ids"):
             ids = list(self.backend.encode_as_ids(text))
         else:
-            ids = self.backend.encode(text, add_special_tokens=self.bos_in_backend).ids
-        if self.add_bos and self.bos_id is not None and not self.bos_in_backend:
+            ids = self.backend.encode(text, add_special_tokens=add_special and self.bos_in_backend).ids
+        if add_special and self.add_bos and self.bos_id is not None and not self.bos_in_backend:
             ids = [self.bos_id] + ids
         return ids
+
+    def token_text(self, tid: int | None) -> str:
+        if tid is None:
+            return ""
+        if hasattr(self.backend, "id_to_piece"):
+            return self.backend.id_to_piece(tid)
+        return self.backend.id_to_token(tid) or ""
 
     def decode(self, ids: list[int]) -> str:
         if hasattr(self.backend, "decode_ids"):
