@@ -74,6 +74,7 @@ class GgufFile:
     alignment: int
     kv_start: int
     ti_start: int
+    ti_end: int
     data_start: int
     file_size: int
     _map: mmap.mmap | None = field(default=None, repr=False)
@@ -156,7 +157,9 @@ def _type_info(ggml_type: int):
     return block_info(ggml_type)
 
 
-def read_gguf(path: Path | str) -> GgufFile:
+def read_gguf(path: Path | str, *, strict_types: bool = True) -> GgufFile:
+    """strict_types=False accepts tensor type ids we do not know (their size is then unknown
+    and not checked); metadata editing needs only to carry such tensors over unchanged."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -166,7 +169,7 @@ def read_gguf(path: Path | str) -> GgufFile:
     buf = _mmap(path)
     msg = None
     try:
-        parsed = _parse(path, buf, size)
+        parsed = _parse(path, buf, size, strict_types)
     except InputError as e:
         msg = str(e)        # keep only the message: the traceback's frames hold views of the map
     buf.close()
@@ -175,7 +178,7 @@ def read_gguf(path: Path | str) -> GgufFile:
     return parsed
 
 
-def _parse(path: Path, buf, size: int) -> GgufFile:
+def _parse(path: Path, buf, size: int, strict_types: bool = True) -> GgufFile:
     c = _Cursor(memoryview(buf), path)
     magic = bytes(c.buf[:4])
     if magic not in MAGICS:
@@ -205,14 +208,16 @@ def _parse(path: Path, buf, size: int) -> GgufFile:
     if not isinstance(align, int) or align <= 0 or align & (align - 1) or align > 1 << 20:
         raise InputError(f"{path}: general.alignment {align!r} is not a power of two")
     ti_start = c.pos
-    tensors = [_tensor_info(c, i) for i in range(n_tensors)]
+    tensors = [_tensor_info(c, i, strict_types) for i in range(n_tensors)]
     data_start = -(-c.pos // align) * align
+    if data_start > size and n_tensors:
+        raise InputError(f"{path}: data section starts past the end of the file (truncated)")
     _check_tensors(path, tensors, align, data_start, size)
-    return GgufFile(path, magic, version, fields, tensors, align, kv_start, ti_start,
+    return GgufFile(path, magic, version, fields, tensors, align, kv_start, ti_start, c.pos,
                     data_start, size)
 
 
-def _tensor_info(c: _Cursor, i: int) -> TensorInfo:
+def _tensor_info(c: _Cursor, i: int, strict_types: bool = True) -> TensorInfo:
     name = c.string(f"name of tensor #{i}")
     n_dims = c.scalar("<I", f"dims of {name!r}")
     if not 1 <= n_dims <= MAX_DIMS:
@@ -223,7 +228,9 @@ def _tensor_info(c: _Cursor, i: int) -> TensorInfo:
     try:
         block, type_size = _type_info(ggml_type)
     except KeyError:
-        raise InputError(f"{c.path}: tensor {name!r} has unknown type id {ggml_type}") from None
+        if strict_types:
+            raise InputError(f"{c.path}: tensor {name!r} has unknown type id {ggml_type}") from None
+        return TensorInfo(name, ne, ggml_type, offset, -1)
     if ne[0] % block:
         raise InputError(f"{c.path}: tensor {name!r} row length {ne[0]} is not a multiple of "
                          f"its type's block size {block}")
@@ -242,13 +249,15 @@ def _check_tensors(path: Path, tensors: list[TensorInfo], align: int, data_start
         if t.name in names:
             raise InputError(f"{path}: tensor {t.name!r} appears twice")
         names.add(t.name)
+        if t.nbytes < 0:                      # unknown type (lenient mode): size not known
+            continue
         if t.offset % align:
             raise InputError(f"{path}: tensor {t.name!r} offset {t.offset} is not aligned to "
                              f"{align}")
         if data_start + t.offset + t.nbytes > size:
             raise InputError(f"{path}: tensor {t.name!r} ends past the end of the file "
                              f"(truncated data section)")
-    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors)
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors if t.nbytes >= 0)
     for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
         if b0 < a1:
             raise InputError(f"{path}: tensors {an!r} and {bn!r} overlap in the data section")

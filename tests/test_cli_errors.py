@@ -139,3 +139,12 @@ def test_real_process_exit_code_and_single_line(tmp_path):
                            "-o", str(tmp_path / "o.gguf")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("args", [["hf2gguf"], ["inspect", "x.gguf", "--bogus"], ["bogus"],
+                                  ["set-metadata", "x.gguf", "k", "-1"]])
+def test_usage_errors_are_one_line(args):
+    proc = subprocess.run([sys.executable, "-m", "tinyconvert", *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
