@@ -135,3 +135,22 @@ def test_bad_input_exit_2(tmp_path, smollm2_hf):
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 100)
     res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(tmp_path / "junk.gguf")])
     assert res.exit_code == 2 and "\n" not in res.stderr.strip()
+
+
+def test_verify_plot(smollm2_hf, real, tmp_path):
+    png = tmp_path / "v.png"
+    res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(real / "f16.gguf"),
+                                   "--tokens", "64", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_hf2gguf_ends_with_verify_line(smollm2_hf, tmp_path):
+    res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "a.gguf"),
+                                   "--outtype", "bf16"])
+    assert res.exit_code == 0, res.output
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith("verify: PASS kld_mean=")
+    res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "b.gguf"),
+                                   "--outtype", "f16", "--no-verify"])
+    assert res.exit_code == 0 and "verify:" not in res.stdout

@@ -64,6 +64,8 @@ def verify_cmd(
                                             help="fail above this mean KLD (default by type)"),
     engine: str = typer.Option("runtime", "--engine", help="runtime or llama.cpp"),
     as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer error and the KLD "
+                                        "distribution to this PNG (needs matplotlib)"),
 ):
     """Compare a GGUF file's predictions with its reference model's."""
     import json
@@ -74,6 +76,9 @@ def verify_cmd(
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
     report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine)
+    if plot is not None:
+        from tinyconvert.plot import plot_report
+        plot_report(report, plot)
     if not as_json:
         _print_report(report)
     typer.echo(report.summary_line() if not as_json else json.dumps(report.as_json()))
