@@ -44,11 +44,25 @@ class QuantType:
 REGISTRY: dict[str, QuantType] = {}
 
 
+def c_float_semantics(fn):
+    """Ports of C code overflow to inf for denormal blocks exactly as C does; numpy's warnings
+    about it are noise."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def register(qtype: QuantType) -> QuantType:
     if qtype.name in REGISTRY:
         raise ValueError(f"quant type {qtype.name!r} registered twice")
     if any(q.ggml_id == qtype.ggml_id for q in REGISTRY.values()):
         raise ValueError(f"GGML id {qtype.ggml_id} registered twice ({qtype.name})")
+    qtype = QuantType(qtype.name, qtype.ggml_id, qtype.block_size, qtype.type_size,
+                      c_float_semantics(qtype.quantize), qtype.dequantize)
     REGISTRY[qtype.name] = qtype
     return qtype
 

@@ -132,3 +132,22 @@ def test_runtime_matches_transformers_and_llamacpp(converted):
     gg = open_source(out)
     ours_gguf = prefill_layers(gg.hparams, gg.get, ids).double().numpy()
     assert kld_stats(llamacpp_logits(out, ids), ours_gguf)["kld_mean"] < 1e-5, name
+
+
+def test_runtime_relu_ffn_matches_transformers(tmp_path):
+    """ReLU-gated FFN (ReLU-LLaMA style): the runtime runs it; hf2gguf refuses it, because
+    llama.cpp's `llama` architecture would run it with SiLU."""
+    import numpy as np
+
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.runtime.model import prefill_layers
+    from tinyconvert.sources import open_source
+    make_tokenizer(tmp_path, "gpt-2")
+    tiny.build_model(tmp_path, "llama", hidden_act="relu")
+    ids = list(range(3, 60))
+    src = open_source(tmp_path)
+    assert src.hparams.act == "relu"
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    assert np.abs(ours - hf_logits(tmp_path, ids)).max() < 1e-3
+    with pytest.raises(InputError, match="hidden_act 'relu'"):
+        hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)

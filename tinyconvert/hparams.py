@@ -16,6 +16,7 @@ from tinyconvert.arch import Arch, arch_for
 from tinyconvert.formats.errors import InputError
 
 SUPPORTED_ACTS = ("silu",)
+RUNTIME_ACTS = ("silu", "relu")       # the bundled runtime also runs ReLU-gated FFNs
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def _need(cfg: dict, key: str, path: Path):
     return cfg[key]
 
 
-def read_config(folder: Path) -> ModelConfig:
+def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> ModelConfig:
+    """acts: FFN activations accepted (the converter's llama.cpp targets run SiLU only)."""
     path = folder / "config.json"
     if not path.is_file():
         raise InputError(f"{folder}: no config.json (is this a Hugging Face checkpoint folder?)")
@@ -55,9 +57,9 @@ def read_config(folder: Path) -> ModelConfig:
         raise InputError(f"{path}: not valid JSON ({e})") from None
     hf_class, arch = arch_for(cfg)
     act = cfg.get("hidden_act", "silu")
-    if act not in SUPPORTED_ACTS:
+    if act not in acts:
         raise InputError(f"{path}: hidden_act {act!r} is not supported for {hf_class} "
-                         f"(supported: {', '.join(SUPPORTED_ACTS)})")
+                         f"(supported: {', '.join(acts)})")
     rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type"))
     rope["rope_type"] = None if rope_type in (None, "default") else str(rope_type).lower()

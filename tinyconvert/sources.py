@@ -11,7 +11,7 @@ from tinyconvert.arch import gguf_arch_name
 from tinyconvert.encode import to_f32
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
-from tinyconvert.hparams import ModelConfig, read_config
+from tinyconvert.hparams import RUNTIME_ACTS, ModelConfig, read_config
 from tinyconvert.hub import resolve_model
 from tinyconvert.plan import extra_tensors, plan_tensors
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
@@ -42,7 +42,7 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
 
 def hf_source(folder: Path) -> ModelSource:
     import torch
-    cfg = read_config(folder)
+    cfg = read_config(folder, acts=RUNTIME_ACTS)
     planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, open_checkpoint(folder),
                                                                      "f32")}
 
