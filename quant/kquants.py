@@ -41,8 +41,12 @@ def f16_round(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=F).astype(np.float16)
 
 
-def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
-    """x, w: [B, n]. Returns (L uint8 [B, n], scale [B], the_min [B]) as make_qkx2_quants."""
+def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int,
+                     use_mad: bool = False):
+    """x, w: [B, n]. Returns (L uint8 [B, n], scale [B], the_min [B]) as make_qkx2_quants;
+    the error is weighted squared (or, use_mad, absolute) difference."""
+    def err(d):
+        return np.abs(d) if use_mad else d * d
     B = x.shape[0]
     lo = np.minimum(x.min(-1), F(0))                          # if (min > 0) min = 0
     hi = x.max(-1)
@@ -53,7 +57,7 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
     scale = (F(1) / iscale).astype(F)
     L = np.clip(nearest_int(iscale[:, None] * (x - lo[:, None])), 0, nmax)
     diff = (scale[:, None] * L.astype(F) + lo[:, None]) - x
-    best = seq_sum(w * (diff * diff))
+    best = seq_sum(w * err(diff))
     mn = lo.copy()
     for i in range(nstep + 1):
         # as in C, a better fit's min replaces `min` for the later steps (and max - min)
@@ -73,7 +77,7 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int):
         with np.errstate(divide="ignore", invalid="ignore"):
             this_scale = np.where(pos, sum_xl / sum_l2, this_scale).astype(F)
         d = (this_scale[:, None] * lf + this_min[:, None]) - x
-        cur = seq_sum(w * (d * d))
+        cur = seq_sum(w * err(d))
         better = ok & (cur < best)
         L = np.where(better[:, None], Lc, L)
         best = np.where(better, cur, best)
