@@ -51,3 +51,5 @@ def _dq_bf16(data: np.ndarray) -> np.ndarray:
 F32 = register(QuantType("f32", 0, 1, 4, _q_f32, _dq_f32))
 F16 = register(QuantType("f16", 1, 1, 2, _q_f16, _dq_f16))
 BF16 = register(QuantType("bf16", 30, 1, 2, _q_bf16, _dq_bf16))
+I8 = register(QuantType("i8", 24, 1, 1, lambda rows, imatrix=None: _as_bytes(rows.astype(np.int8)),
+                        lambda data: np.ascontiguousarray(data).view(np.int8).astype(np.float32)))

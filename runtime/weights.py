@@ -9,6 +9,8 @@ import torch
 
 from tinyconvert.formats.gguf_file import GgufFile, TensorInfo, read_gguf
 from tinyconvert.quant import REGISTRY
+from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
+from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
 from tinyconvert.quant.sizes import block_info
 
 
@@ -22,6 +24,11 @@ class GgufWeights:
         self.tensors = {t.name: t for t in self.file.tensors}
         self.fields = self.file.values()
         self._keep: dict[str, torch.Tensor] = {}
+        self.int8_group = self.fields.get(GROUP_KEY)
+        if self.int8_group:          # companion scale tensors are not model tensors
+            self.names = [n for n in self.tensors if not n.endswith(SCALE_SUFFIX)]
+        else:
+            self.names = list(self.tensors)
 
     def __call__(self, name: str) -> torch.Tensor | None:
         if name in self._keep:
@@ -29,13 +36,19 @@ class GgufWeights:
         t = self.tensors.get(name)
         if t is None:
             return None
-        out = torch.from_numpy(dequantize(self.file, t))
+        scale = self.tensors.get(name + SCALE_SUFFIX) if self.int8_group else None
+        if scale is not None:        # tinyconvert's grouped INT8: codes times per-group scales
+            codes = self.file.tensor_bytes(t).view(np.int8).reshape(-1, t.ne[0])
+            s = dequantize(self.file, scale).reshape(codes.shape[0], -1)
+            out = torch.from_numpy(int8_dequantize(codes, s).reshape(t.shape))
+        else:
+            out = torch.from_numpy(dequantize(self.file, t))
         if name == "token_embd.weight":
             self._keep[name] = out
         return out
 
     def all(self) -> dict[str, torch.Tensor]:
-        return {name: self(name) for name in self.tensors}
+        return {name: self(name) for name in self.names}
 
 
 def dequantize(f: GgufFile, t: TensorInfo) -> np.ndarray:

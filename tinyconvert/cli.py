@@ -18,7 +18,8 @@ def hf2gguf_cmd(
     model: str = typer.Argument(..., help="HF checkpoint folder or hub repo id (org/name)"),
     out: Path = typer.Option(..., "-o", "--out", help="output .gguf path"),
     outtype: str = typer.Option("auto", "--outtype",
-                                help="f32, f16, bf16, q8_0, or auto (bf16 or f16 from the tensors)"),
+                                help="f32, f16, bf16, q8_0, auto (bf16 or f16 from the tensors), "
+                                "or any quantize type or mix, e.g. q4_k_m"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="override general.name"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
@@ -26,8 +27,7 @@ def hf2gguf_cmd(
     """Convert a Hugging Face llama-family checkpoint to GGUF."""
     from tinyconvert.hf2gguf import hf2gguf
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name)
-    for name, wanted, got in res.fallbacks:
-        typer.echo(f"note: {name}: row length does not fit {wanted}; wrote {got}", err=True)
+    _print_fallbacks(res.fallbacks)
     for note in res.notes:
         typer.echo(f"warning: {note}", err=True)
     if not quiet:
@@ -36,6 +36,17 @@ def hf2gguf_cmd(
                    f"in {res.seconds:.1f}s")
     if not no_verify:
         _post_verify(str(res.source), res.path)
+
+
+def _print_fallbacks(fallbacks) -> None:
+    """One line per kind of fallback: which type, what it fell back to, and which tensors."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, wanted, got in fallbacks:
+        groups.setdefault((wanted, got), []).append(name)
+    for (wanted, got), names in groups.items():
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+        typer.echo(f"note: row length does not fit {wanted}, fell back to {got}: {shown}",
+                   err=True)
 
 
 def _post_verify(reference: str, candidate: Path) -> None:
@@ -50,6 +61,63 @@ def _post_verify(reference: str, candidate: Path) -> None:
 
 
 POST_VERIFY_TOKENS = 128
+
+
+@app.command("quantize")
+@cli_errors
+def quantize_cmd(
+    inp: str = typer.Argument(..., metavar="IN", help="GGUF file or HF checkpoint folder / hub id"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .gguf path"),
+    qtype: Optional[str] = typer.Option(None, "--type", "-t", help="q4_k_m, q8_0, q6_k, ... "
+                                        "(a llama.cpp type or mix)"),
+    bits: Optional[int] = typer.Option(None, "-b", "--bits", help="8 (q8_0, or grouped INT8 "
+                                       "with --group-size) or 4 (q4_0)"),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="with -b 8: 64, 128 or "
+                                             "256 (tinyconvert layout; llama.cpp cannot run it)"),
+    pure: bool = typer.Option(False, "--pure", help="one type for every tensor, no mix rules"),
+    output_tensor_type: Optional[str] = typer.Option(None, "--output-tensor-type"),
+    token_embedding_type: Optional[str] = typer.Option(None, "--token-embedding-type"),
+    leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor",
+                                             help="keep output.weight as it is"),
+    tensor_type: list[str] = typer.Option([], "--tensor-type", help="PATTERN=TYPE, a regex "
+                                          "searched in tensor names; repeatable, first wins"),
+    threads: int = typer.Option(2, "--threads", help="worker threads"),
+    allow_requantize: bool = typer.Option(False, "--allow-requantize",
+                                          help="dequantize and requantize a quantized input"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
+):
+    """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.mixes import Options
+    from tinyconvert.quantize import quantize
+    patterns = []
+    for item in tensor_type:
+        pattern, sep, t = item.rpartition("=")
+        if not sep or not pattern:
+            raise InputError(f"--tensor-type takes PATTERN=TYPE, got {item!r}")
+        patterns.append((pattern, t.lower()))
+    opts = Options(pure, output_tensor_type and output_tensor_type.lower(),
+                   token_embedding_type and token_embedding_type.lower(), leave_output_tensor,
+                   tuple(patterns))
+    res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
+                   threads=threads, allow_requantize=allow_requantize, quiet=quiet)
+    if res.requantized:
+        typer.echo(f"warning: {res.requantized} tensors were already quantized and were "
+                   f"dequantized and requantized (quality loss)", err=True)
+    if res.int8_group:
+        typer.echo(f"WARNING: {res.path} uses tinyconvert's grouped INT8 layout (group "
+                   f"{res.int8_group}); llama.cpp CANNOT run this file. tinyconvert run/verify "
+                   f"can.", err=True)
+    _print_fallbacks(res.fallbacks)
+    if not quiet:
+        counts = ", ".join(f"{n} {t}" for t, n in sorted(res.types.items()))
+        label = f"int8, groups of {res.int8_group}" if res.int8_group else res.mix
+        typer.echo(f"wrote {res.path} ({label}): {counts}; {res.bytes_in / 2**20:.1f} MiB -> "
+                   f"{res.bytes_out / 2**20:.1f} MiB, {res.bpw:.2f} bits/weight, "
+                   f"{len(res.fallbacks)} fallbacks, {res.seconds:.1f}s")
+    if not no_verify:
+        _post_verify(res.source, res.path)
 
 
 @app.command("verify")

@@ -14,8 +14,11 @@ def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:
 
 
 def encode_rows(rows: np.ndarray, src_dtype: str, qtype: QuantType) -> np.ndarray:
-    """rows: [n, row_len] in the source dtype -> uint8 [n, row_bytes]."""
-    if qtype.name == "f16" and src_dtype == "F16":
+    """rows: [n, row_len] in the source dtype -> uint8 [n, row_bytes]. src_dtype "RAW": rows are
+    already the target type's bytes (a tensor copied unchanged); "I8": int8 codes."""
+    if src_dtype in ("RAW", "I8"):
+        out = rows
+    elif qtype.name == "f16" and src_dtype == "F16":
         out = rows
     elif qtype.name == "bf16" and src_dtype == "BF16":
         # already bf16: keep the bits, but quiet NaNs as ggml's f32 -> bf16 would

@@ -1,7 +1,12 @@
-"""hf2gguf: a Hugging Face llama-family checkpoint to a GGUF file that llama.cpp runs."""
+"""hf2gguf: a Hugging Face llama-family checkpoint to a GGUF file that llama.cpp runs.
+
+--outtype f32/f16/bf16/q8_0/auto follow llama.cpp's converter (bit-identical tensors); any other
+quantize type or mix (q4_k_m, ...) quantizes in the same pass, as llama.cpp's quantizer would from
+an f32 file of the same weights."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,19 +15,18 @@ import numpy as np
 
 from tinyconvert.arch import gguf_arch_name
 from tinyconvert.atomic import atomic_output, check_output
-from tinyconvert.encode import encode_rows
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.vocab import add_vocab, load_vocab
-from tinyconvert.hparams import read_config
+from tinyconvert.hparams import add_hparams, read_config
 from tinyconvert.hub import resolve_model
 from tinyconvert.metadata import add_general
+from tinyconvert.mixes import RECIPES, ModelShape, recipe
 from tinyconvert.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.progress import TensorProgress
+from tinyconvert.stream import stream_tensors
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+CONVERTER_OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 
 
 @dataclass
@@ -35,12 +39,33 @@ class ConvertResult:
     seconds: float
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    types: dict[str, int] = field(default_factory=dict)
+    bytes_in: int = 0
+    n_params: int = 0
+
+
+def _plan(cfg, records, outtype: str, target):
+    """The converter's plan for its own out types; the quantizer's recipe for the rest."""
+    if target is None and outtype in CONVERTER_OUTTYPES:
+        return extra_tensors(cfg) + plan_tensors(cfg, records, outtype)
+    from tinyconvert.assign import Target, assign
+    target = target or Target(recipe(outtype))
+    base = extra_tensors(cfg) + plan_tensors(cfg, records, "f32")
+    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
+    return assign(base, target, shape)
 
 
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
-            model_name: str | None = None) -> ConvertResult:
-    if outtype not in OUTTYPES:
-        raise InputError(f"unknown --outtype {outtype!r}; valid: {', '.join(OUTTYPES)}")
+            model_name: str | None = None, target=None, threads: int = 1) -> ConvertResult:
+    outtype = outtype.lower()
+    if outtype not in CONVERTER_OUTTYPES and target is None:
+        try:
+            outtype = recipe(outtype)
+        except InputError:
+            raise InputError(f"unknown --outtype {outtype!r}; valid: "
+                             f"{', '.join(CONVERTER_OUTTYPES[:-1])}, auto, or any quantize type: "
+                             f"{', '.join(sorted(set(RECIPES) - set(CONVERTER_OUTTYPES)))}") \
+                from None
     start = time.perf_counter()
     out = Path(out)
     folder = resolve_model(model)
@@ -48,7 +73,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     cfg = read_config(folder)
     records = open_checkpoint(folder)
     outtype = resolve_outtype(outtype, records)
-    planned = extra_tensors(cfg) + plan_tensors(cfg, records, outtype)
+    planned = _plan(cfg, records, outtype, target)
     vocab = load_vocab(folder, cfg.n_vocab)
 
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
@@ -57,30 +82,27 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
                                raw_dtype=gguf.GGMLQuantizationType(p.qtype.ggml_id))
     writer.add_type(gguf.GGUFType.MODEL)
     add_general(writer, folder, model if not Path(model).is_dir() else None, model_name)
-    from tinyconvert.hparams import add_hparams
     add_hparams(writer, cfg)
-    writer.add_file_type(FILE_TYPES[outtype])
+    writer.add_file_type(RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if target is not None and target.int8_group:
+        from tinyconvert.quant.int8_grouped import GROUP_KEY
+        writer.add_uint32(GROUP_KEY, target.int8_group)
     add_vocab(writer, vocab)
 
-    n_bytes = _write(writer, planned, out, quiet)
+    n_bytes = _write(writer, planned, out, quiet, threads)
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
+    bytes_in = sum(int(np.prod(r.shape, dtype=np.int64)) * (4 if r.dtype == "F32" else 2)
+                   for r in records)
+    n_params = sum(int(np.prod(p.shape, dtype=np.int64)) for p in planned
+                   if not p.name.endswith(".scale"))
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
-                         fallbacks, list(vocab.notes))
+                         fallbacks, list(vocab.notes), dict(Counter(p.qtype.name for p in planned)),
+                         bytes_in, n_params)
 
 
-CHUNK_BYTES = 8 << 20
-
-
-def _chunks(p: PlannedTensor):
-    """Row ranges of about CHUNK_BYTES of source data, on multiples of p.align rows."""
-    row_len = p.shape[-1] if len(p.shape) > 1 else 1
-    step = max(1, CHUNK_BYTES // max(1, row_len * 4) // p.align) * p.align
-    for r0 in range(0, p.n_rows, step):
-        yield r0, min(p.n_rows, r0 + step)
-
-
-def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, quiet: bool) -> int:
+def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, quiet: bool,
+           threads: int = 1) -> int:
     """gguf-py writes the header, KV data and tensor infos; the data then streams in row chunks,
     each tensor starting on the file's alignment, exactly where the tensor infos say."""
     total = sum(p.qtype.nbytes(p.shape) for p in planned)
@@ -88,19 +110,9 @@ def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, qui
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        f = writer.fout[0]
-        align = writer.data_alignment
-        for p in planned:
-            f.write(bytes(-f.tell() % align))
-            written = 0
-            for r0, r1 in _chunks(p):
-                data = encode_rows(p.read_rows(r0, r1), p.src_dtype, p.qtype)
-                f.write(memoryview(data).cast("B"))
-                written += data.nbytes
-            if written != p.qtype.nbytes(p.shape):
-                raise RuntimeError(f"{p.name}: wrote {written} bytes, planned "
-                                   f"{p.qtype.nbytes(p.shape)}")
-            bar.advance(p.name, written)
-        f.write(bytes(-f.tell() % align))
+        stream_tensors(writer.fout[0], planned, writer.data_alignment, bar, threads)
         writer.close()
     return out.stat().st_size
+
+
+__all__ = ["ConvertResult", "hf2gguf"]

@@ -63,7 +63,7 @@ def gguf_source(path: Path) -> ModelSource:
         hp = from_gguf_fields(w.fields)
     except (KeyError, TypeError) as e:
         raise InputError(f"{path}: GGUF metadata lacks {e} needed to run the model") from None
-    return ModelSource("gguf", Path(path), hp, w, list(w.tensors), w.fields)
+    return ModelSource("gguf", Path(path), hp, w, w.names, w.fields)
 
 
 def open_source(model: str | Path) -> ModelSource:

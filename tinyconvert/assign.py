@@ -1,0 +1,64 @@
+"""From a plan of tensors in their source types to the plan to write: the recipe's type for each
+tensor (tinyconvert.mixes), or tinyconvert's grouped INT8 layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from tinyconvert.encode import to_f32
+from tinyconvert.formats.errors import InputError
+from tinyconvert.mixes import ModelShape, Options, allows_quantization, choose_types, llama_order
+from tinyconvert.plan import PlannedTensor
+from tinyconvert.quant import get_qtype
+from tinyconvert.quant import int8_grouped as i8g
+
+
+@dataclass(frozen=True)
+class Target:
+    mix: str                                 # a tinyconvert.mixes.RECIPES name
+    int8_group: int | None = None
+    options: Options = field(default_factory=Options)
+
+
+def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
+           raw_readers: dict | None = None) -> list[PlannedTensor]:
+    """planned: tensors as they are now (qtype = current type). raw_readers: name -> reader of
+    the current bytes, for tensors that may be copied unchanged (GGUF input)."""
+    if target.int8_group:
+        return _int8(planned, target.int8_group, target.options)
+    types = choose_types([(p.name, p.shape, p.qtype.name) for p in planned], target.mix, shape,
+                         target.options)
+    by_name = {p.name: p for p in planned}
+    out = []
+    for name in sorted(by_name, key=llama_order):
+        p = by_name[name]
+        new, wanted = types[name]
+        if new == p.qtype.name and raw_readers and name in raw_readers:
+            out.append(replace(p, read_rows=raw_readers[name], src_dtype="RAW"))
+        else:
+            out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted))
+    return out
+
+
+def _int8(planned: list[PlannedTensor], group: int, opts: Options) -> list[PlannedTensor]:
+    out = []
+    for p in sorted(planned, key=lambda p: llama_order(p.name)):
+        if not allows_quantization(p.name, len(p.shape), opts):
+            out.append(p)
+            continue
+        if p.shape[-1] % group:
+            raise InputError(f"--group-size {group} does not divide the row length "
+                             f"{p.shape[-1]} of {p.name}")
+
+        def codes(r0, r1, p=p):
+            return i8g.quantize(to_f32(p.read_rows(r0, r1), p.src_dtype), group)[0]
+
+        def scales(r0, r1, p=p):
+            return i8g.quantize(to_f32(p.read_rows(r0, r1), p.src_dtype), group)[1]
+        out.append(replace(p, qtype=get_qtype("i8"), read_rows=codes, src_dtype="I8"))
+        out.append(PlannedTensor(p.name + i8g.SCALE_SUFFIX, (*p.shape[:-1], p.shape[-1] // group),
+                                 get_qtype("f16"), scales, "F16", p.align))
+    return out
+
+
+def quantized_inputs(planned: list[PlannedTensor]) -> list[str]:
+    return [p.name for p in planned if p.qtype.name not in ("f32", "f16", "bf16")]

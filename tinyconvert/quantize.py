@@ -1,0 +1,167 @@
+"""quantize: a GGUF (F32/F16/BF16, or quantized with --allow-requantize) or an HF checkpoint to
+a quantized GGUF, with llama.cpp's mixes and bytes identical to its quantizer."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinyconvert.assign import Target, assign, quantized_inputs
+from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.formats import gguf_file as gf
+from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.gguf_edit import encode_entry, raw_entry
+from tinyconvert.formats.gguf_write import OutTensor, write_header
+from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
+from tinyconvert.plan import PlannedTensor
+from tinyconvert.progress import TensorProgress
+from tinyconvert.quant import get_qtype, qtype_by_id
+from tinyconvert.quant import int8_grouped as i8g
+from tinyconvert.quant.sizes import block_info, type_name
+from tinyconvert.stream import stream_tensors
+
+BITS = {8: "q8_0", 4: "q4_0"}
+DROPPED_KEYS = ("general.file_type", "general.quantization_version", "split.no", "split.count",
+                "split.tensors.count", i8g.GROUP_KEY)
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    source: str
+    mix: str
+    types: dict[str, int]
+    bytes_in: int
+    bytes_out: int
+    n_params: int
+    seconds: float
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
+    requantized: int = 0
+    int8_group: int | None = None
+
+    @property
+    def bpw(self) -> float:
+        return 8 * self.bytes_out / max(1, self.n_params)
+
+
+def resolve_target(qtype: str | None, bits: int | None, group_size: int | None,
+                   options: Options) -> Target:
+    if (qtype is None) == (bits is None):
+        raise InputError("give exactly one of --type TYPE or -b BITS")
+    if bits is not None and bits not in BITS:
+        raise InputError(f"-b {bits} is not supported; valid: 8 (q8_0), 4 (q4_0)")
+    for t in (options.output_tensor_type, options.token_embedding_type,
+              *(t for _, t in options.tensor_types)):
+        if t is not None:
+            get_qtype_or_error(t)
+    mix = recipe(qtype) if qtype is not None else BITS[bits]
+    if group_size is not None:
+        if bits != 8:
+            raise InputError("--group-size goes with -b 8 (grouped INT8)")
+        if group_size == 32:
+            return Target("q8_0", None, options)
+        if group_size not in i8g.GROUP_SIZES:
+            raise InputError(f"--group-size {group_size} is not supported with -b 8; valid: 32 "
+                             f"(q8_0), {', '.join(map(str, i8g.GROUP_SIZES))}")
+        return Target("q8_0", group_size, options)
+    return Target(mix, None, options)
+
+
+def get_qtype_or_error(name: str):
+    try:
+        return get_qtype(name)
+    except KeyError as e:
+        raise InputError(str(e).strip('"')) from None
+
+
+def _gguf_plan(f: gf.GgufFile):
+    planned, raw = [], {}
+    for t in f.tensors:
+        try:
+            cur = qtype_by_id(t.ggml_type)
+        except KeyError:
+            raise InputError(f"{f.path}: tensor {t.name} has type {type_name(t.ggml_type)}, "
+                             f"which tinyconvert cannot read") from None
+        n_rows = t.n_elements // t.ne[0]
+        row_bytes = t.ne[0] // block_info(t.ggml_type)[0] * block_info(t.ggml_type)[1]
+
+        def raw_rows(r0, r1, t=t, n_rows=n_rows, row_bytes=row_bytes):
+            return f.tensor_bytes(t).reshape(n_rows, row_bytes)[r0:r1]
+
+        def rows(r0, r1, cur=cur, raw_rows=raw_rows):
+            data = raw_rows(r0, r1)
+            if cur.name == "f32":
+                return data.view(np.float32)
+            if cur.name == "f16":
+                return data.view(np.float16)
+            if cur.name == "bf16":
+                return data.view(np.uint16)
+            return cur.dequantize(np.ascontiguousarray(data))
+        src = {"f32": "F32", "f16": "F16", "bf16": "BF16"}.get(cur.name, "F32")
+        planned.append(PlannedTensor(t.name, t.shape, cur, rows, src))
+        raw[t.name] = raw_rows
+    return planned, raw
+
+
+def _shape(f: gf.GgufFile) -> ModelShape:
+    arch = f.value("general.architecture", "llama")
+    n_head = f.value(f"{arch}.attention.head_count", 1)
+    return ModelShape(f.value(f"{arch}.block_count", 0), n_head,
+                      f.value(f"{arch}.attention.head_count_kv", n_head), arch)
+
+
+def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,
+             group_size: int | None = None, options: Options = Options(), threads: int = 2,
+             allow_requantize: bool = False, quiet: bool = False) -> QuantizeResult:
+    target = resolve_target(qtype, bits, group_size, options)
+    out = Path(out)
+    if not Path(inp).is_file():
+        from tinyconvert.hf2gguf import hf2gguf
+        res = hf2gguf(str(inp), out, outtype=target.mix, quiet=quiet, target=target,
+                      threads=threads)
+        return QuantizeResult(res.path, str(res.source), target.mix, res.types, res.bytes_in,
+                              res.n_bytes, res.n_params, res.seconds, res.fallbacks, 0,
+                              target.int8_group)
+    return _quantize_gguf(Path(inp), out, target, threads, allow_requantize, quiet)
+
+
+def _quantize_gguf(inp: Path, out: Path, target: Target, threads: int, allow_requantize: bool,
+                   quiet: bool) -> QuantizeResult:
+    start = time.perf_counter()
+    check_output(out, inp)
+    f = gf.read_gguf(inp)
+    planned, raw = _gguf_plan(f)
+    final = assign(planned, target, _shape(f), raw)
+    requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in raw
+               and p.name in quantized_inputs(planned)]
+    if requant and not allow_requantize:
+        raise InputError(f"{inp} is already quantized (e.g. {requant[0]} is "
+                         f"{next(p.qtype.name for p in planned if p.name == requant[0])}); "
+                         f"requantizing loses quality: pass --allow-requantize to do it anyway")
+    entries = _entries(f, target)
+    tensors = [OutTensor(p.name, tuple(reversed(p.shape)) or (1,), p.qtype.ggml_id,
+                         p.qtype.nbytes(p.shape)) for p in final]
+    total = sum(t.nbytes for t in tensors)
+    with atomic_output(out) as tmp, open(tmp, "wb") as fh, \
+            TensorProgress(len(final), total, quiet) as bar:
+        write_header(fh, tensors, entries, alignment=f.alignment)
+        stream_tensors(fh, final, f.alignment, bar, threads)
+    return QuantizeResult(out, str(inp), target.mix, dict(Counter(p.qtype.name for p in final)),
+                          f.file_size, out.stat().st_size, sum(t.n_elements for t in f.tensors),
+                          time.perf_counter() - start,
+                          [(p.name, p.fallback_from, p.qtype.name) for p in final
+                           if p.fallback_from], len(requant), target.int8_group)
+
+
+def _entries(f: gf.GgufFile, target: Target) -> list[bytes]:
+    with open(f.path, "rb") as fh:
+        head = fh.read(f.ti_start)
+    entries = [raw_entry(f, k, head) for k in f.fields if k not in DROPPED_KEYS]
+    entries.append(encode_entry("general.quantization_version", gf.U32, 2))
+    entries.append(encode_entry("general.file_type", gf.U32, RECIPES[target.mix][0]))
+    if target.int8_group:
+        entries.append(encode_entry(i8g.GROUP_KEY, gf.U32, target.int8_group))
+    return entries

@@ -1,0 +1,43 @@
+"""Streams planned tensors into an open GGUF file after its header: row chunks are read, encoded
+(in a thread pool; numpy releases the GIL) and written in order, each tensor on the alignment."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from tinyconvert.encode import encode_rows
+from tinyconvert.plan import PlannedTensor
+
+CHUNK_BYTES = 4 << 20
+
+
+def chunks(p: PlannedTensor):
+    """Row ranges of about CHUNK_BYTES of float32 source, on multiples of p.align rows."""
+    row_len = p.shape[-1] if len(p.shape) > 1 else 1
+    step = max(1, CHUNK_BYTES // max(1, row_len * 4) // p.align) * p.align
+    for r0 in range(0, p.n_rows, step):
+        yield r0, min(p.n_rows, r0 + step)
+
+
+def _encode(p: PlannedTensor, r0: int, r1: int) -> np.ndarray:
+    return encode_rows(p.read_rows(r0, r1), p.src_dtype, p.qtype)
+
+
+def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
+                   threads: int = 1) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for p in planned:
+            f.write(bytes(-f.tell() % alignment))
+            written = 0
+            parts = (pool.map(lambda rr, p=p: _encode(p, *rr), chunks(p)) if threads > 1
+                     else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
+            for data in parts:
+                f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                written += data.nbytes
+            if written != p.qtype.nbytes(p.shape):
+                raise RuntimeError(f"{p.name}: wrote {written} bytes, planned "
+                                   f"{p.qtype.nbytes(p.shape)}")
+            if bar is not None:
+                bar.advance(p.name, written)
+        f.write(bytes(-f.tell() % alignment))
