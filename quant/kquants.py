@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyconvert.quant.kernels import compiled
 from tinyconvert.quant.registry import QuantType, register
 
 QK_K = 256
@@ -45,6 +46,10 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int,
                      use_mad: bool = False):
     """x, w: [B, n]. Returns (L uint8 [B, n], scale [B], the_min [B]) as make_qkx2_quants;
     the error is weighted squared (or, use_mad, absolute) difference."""
+    if (kernels := compiled()) is not None:
+        return kernels.qkx2(np.ascontiguousarray(x, dtype=F), np.ascontiguousarray(w, dtype=F),
+                            nmax, F(rmin), F(rdelta), nstep, use_mad)
+
     def err(d):
         return np.abs(d) if use_mad else d * d
     B = x.shape[0]
@@ -90,6 +95,8 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int,
 
 def make_qx_quants_rmse1(x, nmax: int):
     """make_qx_quants(n, nmax, x, L, rmse_type=1, NULL) for x: [B, n]; L in [0, 2 nmax)."""
+    if (kernels := compiled()) is not None:
+        return kernels.qx_rmse1(np.ascontiguousarray(x, dtype=F), nmax)
     mx = first_absmax(x)
     zero = np.abs(mx) < GROUP_MAX_EPS
     mxs = np.where(zero, F(1), mx).astype(F)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyconvert.quant.kquants import (GROUP_MAX_EPS, F, _gguf_dequant, f16_round, first_absmax,
                                        make_qkx2_quants, nearest_int, seq_sum)
+from tinyconvert.quant.kernels import compiled
 from tinyconvert.quant.registry import QuantType, register
 
 
@@ -52,6 +53,8 @@ def quantize_q2_k(rows, imatrix=None):
 
 def make_q3_quants(x: np.ndarray, nmax: int = 4):
     """make_q3_quants(n, nmax, x, L, do_rmse=true) for x: [B, n]; L in [0, 2 nmax)."""
+    if (kernels := compiled()) is not None:
+        return kernels.q3(np.ascontiguousarray(x, dtype=F), nmax)
     mx = first_absmax(x)
     zero = np.abs(mx) < GROUP_MAX_EPS
     iscale = (F(-nmax) / np.where(zero, F(1), mx)).astype(F)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyconvert.quant.kquants import GROUP_MAX_EPS, F, _gguf_dequant, first_absmax, nearest_int
 from tinyconvert.quant.kquants import seq_sum
+from tinyconvert.quant.kernels import compiled
 from tinyconvert.quant.registry import QuantType, register
 from tinyconvert.quant.rounding import roundf
 
@@ -75,6 +76,18 @@ def _fit(x, w, inv):
 def quantize_iq4_nl(rows, imatrix=None):
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, 32)
     nb = x.shape[0]
+    kernels = compiled()
+    d = kernels.iq4nl_scales(x, KVALUES) if kernels is not None else _iq4nl_scales(x)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, F(1) / d, F(0)).astype(F)
+    L = best_index((inv[:, None] * x).astype(F))
+    qs = (L[:, :16] | (L[:, 16:] << 4)).astype(np.uint8)
+    return np.concatenate([d.astype(np.float16).view(np.uint8).reshape(nb, 2), qs], 1) \
+        .reshape(rows.shape[0], -1)
+
+
+def _iq4nl_scales(x: np.ndarray) -> np.ndarray:
+    """The per-block scale search of quantize_row_iq4_nl_impl (ntry 7), vectorised."""
     w = x * x
     mx = first_absmax(x)
     zero = np.abs(mx) < GROUP_MAX_EPS
@@ -90,13 +103,7 @@ def quantize_iq4_nl(rows, imatrix=None):
         with np.errstate(divide="ignore", invalid="ignore"):
             d = np.where(better, sumqx / sumq2, d).astype(F)
         best = np.where(better, d * sumqx, best).astype(F)
-    d = np.where(zero, F(0), d)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d != 0, F(1) / d, F(0)).astype(F)
-    L = best_index((inv[:, None] * x).astype(F))
-    qs = (L[:, :16] | (L[:, 16:] << 4)).astype(np.uint8)
-    return np.concatenate([d.astype(np.float16).view(np.uint8).reshape(nb, 2), qs], 1) \
-        .reshape(rows.shape[0], -1)
+    return np.where(zero, F(0), d).astype(F)
 
 
 TQ1_0 = register(QuantType("tq1_0", 34, 256, 54, quantize_tq1_0, _gguf_dequant("TQ1_0")))

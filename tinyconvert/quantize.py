@@ -2,6 +2,7 @@
 a quantized GGUF, with llama.cpp's mixes and bytes identical to its quantizer."""
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import encode_entry, raw_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
+from tinyconvert.formats.records import rows_and_len
 from tinyconvert.plan import PlannedTensor
 from tinyconvert.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
@@ -77,7 +79,9 @@ def get_qtype_or_error(name: str):
         raise InputError(str(e).strip('"')) from None
 
 
-def _gguf_plan(f: gf.GgufFile):
+def _gguf_plan(f: gf.GgufFile, fd: int):
+    """Readers use pread, not the file map: pages of a map stay in this process's memory, so a
+    large input would make the peak grow with the model."""
     planned, raw = [], {}
     for t in f.tensors:
         try:
@@ -85,11 +89,18 @@ def _gguf_plan(f: gf.GgufFile):
         except KeyError:
             raise InputError(f"{f.path}: tensor {t.name} has type {type_name(t.ggml_type)}, "
                              f"which tinyconvert cannot read") from None
-        n_rows = t.n_elements // t.ne[0]
-        row_bytes = t.ne[0] // block_info(t.ggml_type)[0] * block_info(t.ggml_type)[1]
+        row_len = rows_and_len(t.shape)[1]            # the plan's rows (1-D: one element)
+        block, type_size = block_info(t.ggml_type)
+        if row_len % block:
+            raise InputError(f"{f.path}: tensor {t.name} cannot be read in rows of {row_len}")
+        row_bytes = row_len // block * type_size
 
-        def raw_rows(r0, r1, t=t, n_rows=n_rows, row_bytes=row_bytes):
-            return f.tensor_bytes(t).reshape(n_rows, row_bytes)[r0:r1]
+        def raw_rows(r0, r1, t=t, row_bytes=row_bytes):
+            n = (r1 - r0) * row_bytes
+            data = os.pread(fd, n, f.data_start + t.offset + r0 * row_bytes)
+            if len(data) != n:
+                raise InputError(f"{f.path}: truncated while reading {t.name}")
+            return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, row_bytes)
 
         def rows(r0, r1, cur=cur, raw_rows=raw_rows):
             data = raw_rows(r0, r1)
@@ -133,7 +144,15 @@ def _quantize_gguf(inp: Path, out: Path, target: Target, threads: int, allow_req
     start = time.perf_counter()
     check_output(out, inp)
     f = gf.read_gguf(inp)
-    planned, raw = _gguf_plan(f)
+    fd = os.open(inp, os.O_RDONLY)
+    try:
+        return _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, start)
+    finally:
+        os.close(fd)
+
+
+def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, start):
+    planned, raw = _gguf_plan(f, fd)
     final = assign(planned, target, _shape(f), raw)
     requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in raw
                and p.name in quantized_inputs(planned)]

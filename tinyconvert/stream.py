@@ -12,10 +12,12 @@ from tinyconvert.plan import PlannedTensor
 CHUNK_BYTES = 4 << 20
 
 
-def chunks(p: PlannedTensor):
-    """Row ranges of about CHUNK_BYTES of float32 source, on multiples of p.align rows."""
+def chunks(p: PlannedTensor, threads: int = 1):
+    """Row ranges of at most CHUNK_BYTES of float32 source, on multiples of p.align rows, and
+    at least one per thread so that small tensors keep every thread busy too."""
     row_len = p.shape[-1] if len(p.shape) > 1 else 1
-    step = max(1, CHUNK_BYTES // max(1, row_len * 4) // p.align) * p.align
+    rows = min(CHUNK_BYTES // max(1, row_len * 4), -(-p.n_rows // max(1, threads)))
+    step = max(1, rows // p.align) * p.align
     for r0 in range(0, p.n_rows, step):
         yield r0, min(p.n_rows, r0 + step)
 
@@ -30,8 +32,8 @@ def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
         for p in planned:
             f.write(bytes(-f.tell() % alignment))
             written = 0
-            parts = (pool.map(lambda rr, p=p: _encode(p, *rr), chunks(p)) if threads > 1
-                     else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
+            parts = (pool.map(lambda rr, p=p: _encode(p, *rr), chunks(p, threads))
+                     if threads > 1 else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
             for data in parts:
                 f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
                 written += data.nbytes

@@ -1,0 +1,61 @@
+"""tinyconvert quantize against llama.cpp's quantizer (llama_model_quantize through
+llama-cpp-python) on the real SmolLM2-135M f32 GGUF, same thread count, side by side in one run
+(alternating, median of several). Prints time ratios and peak memory.
+
+    python tests/benchmarks/bench_quantize.py [--reps 3] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+OURS = ("import sys; from tinyconvert.quantize import quantize; "
+        "quantize(sys.argv[1], sys.argv[2], qtype=sys.argv[3], threads=int(sys.argv[4]), quiet=True)")
+THEIRS = ("import sys; sys.path.insert(0, sys.argv[5]); from tests.support.compare import "
+          "llamacpp_quantize; from tinyconvert.mixes import RECIPES; "
+          "llamacpp_quantize(sys.argv[1], sys.argv[2], RECIPES[sys.argv[3]][0], "
+          "threads=int(sys.argv[4]))")
+WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run(code: str, *args: str) -> tuple[float, float]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", WRAP, sys.executable, "-c", code, *args],
+                         capture_output=True, text=True, check=True)
+    return time.perf_counter() - t, int(out.stdout) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    from tests.support.smollm2 import build
+    from tinyconvert.hf2gguf import hf2gguf
+    with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
+        src = Path(tmp) / "f32.gguf"
+        hf2gguf(str(build()), src, outtype="f32", quiet=True)
+        print(f"SmolLM2-135M f32 -> type, {args.threads} threads (process time incl. startup)")
+        for mix in ("q8_0", "q4_0", "q4_k_m"):
+            a, b = [], []
+            for _ in range(args.reps):
+                common = (str(src), str(Path(tmp) / "o.gguf"), mix, str(args.threads))
+                a.append(run(OURS, *common))
+                b.append(run(THEIRS, *common, str(REPO)))
+            ta, tb = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
+            ma, mb = max(x[1] for x in a), max(x[1] for x in b)
+            print(f"{mix:7s} tinyconvert {ta:6.2f}s {ma:5.0f}MiB   llama.cpp {tb:6.2f}s "
+                  f"{mb:5.0f}MiB   time ratio {ta / tb:5.2f} (goal <= 1)")
+
+
+if __name__ == "__main__":
+    main()
