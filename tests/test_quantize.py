@@ -167,3 +167,21 @@ def test_truncated_input(real_f32, tmp_path):
                                    "q4_0"])
     assert res.exit_code == 2 and "truncated" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.gguf"]
+
+
+PURE = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 12, "q4_k": 15,
+        "q5_k": 17, "q6_k": 18, "iq4_nl": 25, "tq1_0": 36, "tq2_0": 37}  # q3_k etc: _m ids
+
+
+@pytest.mark.parametrize("qname", sorted(PURE))
+def test_real_model_every_type_pure(real_f32, tmp_path, qname):
+    """Every type, one for all tensors, on the real SmolLM2 weights: the 1536-wide ffn_down rows
+    take 256-block types, the 576-wide rest falls back exactly as llama.cpp does."""
+    theirs = tmp_path / "theirs.gguf"
+    llamacpp_quantize(real_f32 / "f32.gguf", theirs, PURE[qname], pure=True)
+    quantize(real_f32 / "f32.gguf", tmp_path / "ours.gguf", qtype=qname, quiet=True,
+             options=Options(pure=True))
+    same_file_contents(tmp_path / "ours.gguf", theirs)
+    types = {t.ggml_type for t in read_gguf(tmp_path / "ours.gguf").tensors}
+    from tinyconvert.quant import get_qtype
+    assert get_qtype(qname).ggml_id in types
