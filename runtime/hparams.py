@@ -21,15 +21,17 @@ class Hparams:
     rope_theta: float = 10000.0
     rope_dim: int | None = None            # rotated dims per head (default head_dim)
     rope_scaling: dict = field(default_factory=dict)   # {"type": linear|yarn, factor, ...}
-    act: str = "silu"                      # "silu" or "relu"
+    act: str = "silu"                      # "silu", "relu" (ReGLU) or "drelu" (relu(gate)*relu(up))
+    sparse_threshold: float | None = None  # PowerInfer: compute neuron j iff predictor score >= this
 
     @property
     def neox(self) -> bool:
         return self.arch in NEOX_ARCHS
 
 
-def from_gguf_fields(fields: dict) -> Hparams:
-    """fields: GGUF key -> python value."""
+def from_gguf_fields(fields: dict, magic: bytes = b"GGUF") -> Hparams:
+    """fields: GGUF key -> python value. A PowerInfer file (magic PWRI) is a ReLU model run
+    sparsely; a dense ReLU file of ours records its activation in tinyconvert.ffn_act."""
     arch = fields["general.architecture"]
 
     def get(key, default=None):
@@ -52,4 +54,12 @@ def from_gguf_fields(fields: dict) -> Hparams:
         n_vocab=get("vocab_size") or (len(tokens) if tokens is not None else 0),
         rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta=get("rope.freq_base", 10000.0), rope_dim=get("rope.dimension_count"),
-        rope_scaling=scaling, act=fields.get("tinyconvert.ffn_act", "silu"))
+        rope_scaling=scaling, act=_act(fields, arch, magic),
+        sparse_threshold=(float(fields.get("powerinfer.sparse_threshold", 0.0))
+                          if magic == b"PWRI" else None))
+
+
+def _act(fields: dict, arch: str, magic: bytes) -> str:
+    if magic == b"PWRI":
+        return "drelu" if arch == "bamboo" else "relu"
+    return fields.get("tinyconvert.ffn_act", "silu")

@@ -68,19 +68,46 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
     return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
 
 
-def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor) -> torch.Tensor:
+def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
+        keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [T, n_embd] (normed) -> (output [T, n_embd], active [T, n_ff] neurons with z != 0).
+    keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing."""
     p = f"blk.{i}."
-    act = F.silu if hp.act == "silu" else F.relu
-    gate = act(linear(x, get(p + "ffn_gate.weight")))
-    return linear(gate * linear(x, get(p + "ffn_up.weight")), get(p + "ffn_down.weight"))
+    gate = linear(x, get(p + "ffn_gate.weight"))
+    up = linear(x, get(p + "ffn_up.weight"))
+    if hp.act == "silu":
+        z = F.silu(gate) * up
+    elif hp.act == "relu":                               # ReGLU
+        z = F.relu(gate) * up
+    else:                                                # Bamboo's dReLU
+        z = F.relu(gate) * F.relu(up)
+    active = z != 0
+    if keep is not None:
+        z = z * keep
+    down = get(p + "ffn_down.weight")
+    out = linear(z, down) if down is not None else z @ get(p + "ffn_down_t.weight")
+    return out, active
+
+
+def predict(hp: Hparams, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
+    """PowerInfer's predictor on the pre-norm residual: keep neuron j iff
+    fc2(relu(fc1(h)))_j >= threshold (raw scores, no sigmoid). [T, n_ff] bool."""
+    p = f"blk.{i}."
+    score = linear(F.relu(linear(h, get(p + "fc1.weight"))), get(p + "fc2.weight"))
+    return score >= hp.sparse_threshold
 
 
 def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
-          cache: KVCache | None = None, pos0: int = 0) -> torch.Tensor:
+          cache: KVCache | None = None, pos0: int = 0, observe=None) -> torch.Tensor:
+    """observe(i, keep, active): sparse runs report predicted vs truly active neurons."""
     p = f"blk.{i}."
     h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
                       cos, sin, cache, pos0)
-    return h + ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
+    keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
+    y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep)
+    if observe is not None and keep is not None:
+        observe(i, keep, active)
+    return h + y
 
 
 def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int):

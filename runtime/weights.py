@@ -23,6 +23,7 @@ class GgufWeights:
         self.file: GgufFile = read_gguf(self.path)
         self.tensors = {t.name: t for t in self.file.tensors}
         self.fields = self.file.values()
+        self.magic = self.file.magic
         self._keep: dict[str, torch.Tensor] = {}
         self.int8_group = self.fields.get(GROUP_KEY)
         if self.int8_group:          # companion scale tensors are not model tensors

@@ -16,6 +16,7 @@ from tinyconvert.formats.errors import InputError
 class Arch:
     gguf_arch: gguf.MODEL_ARCH
     permute_qk: bool          # llama.cpp's `llama` arch runs interleaved RoPE; HF stores rotate-half
+    name: str | None = None   # general.architecture when it is not gguf-py's name (bamboo)
 
 
 ARCHITECTURES: dict[str, Arch] = {
@@ -23,6 +24,9 @@ ARCHITECTURES: dict[str, Arch] = {
     "MistralForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
     "Qwen2ForCausalLM": Arch(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
     "Qwen3ForCausalLM": Arch(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
+    # ReLU models for PowerInfer (their FFN activation is checked separately)
+    "SparseLlamaForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "BambooForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True, name="bamboo"),
 }
 
 # Buffers some checkpoints carry that hold nothing a GGUF needs.
@@ -39,7 +43,7 @@ def arch_for(config: dict) -> tuple[str, Arch]:
 
 
 def gguf_arch_name(arch: Arch) -> str:
-    return gguf.MODEL_ARCH_NAMES[arch.gguf_arch]
+    return arch.name or gguf.MODEL_ARCH_NAMES[arch.gguf_arch]
 
 
 def permute_qk(w, n_head: int):

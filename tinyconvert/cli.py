@@ -21,12 +21,26 @@ def hf2gguf_cmd(
                                 help="f32, f16, bf16, q8_0, auto (bf16 or f16 from the tensors), "
                                 "or any quantize type or mix, e.g. q4_k_m"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="override general.name"),
+    powerinfer: bool = typer.Option(False, "--powerinfer", help="write PowerInfer's sparse PWRI "
+                                    "file for a ReLU model (needs --predictor)"),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", help="predictor folder "
+                                             "(model_{i}.pt or model_{i}.safetensors)"),
+    sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold",
+                                                     help="powerinfer.sparse_threshold"),
+    dense_relu: bool = typer.Option(False, "--dense-relu", help="write a ReLU model as a plain "
+                                    "GGUF for attach-predictor (llama.cpp cannot run it right)"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
 ):
     """Convert a Hugging Face llama-family checkpoint to GGUF."""
+    from tinyconvert.formats.errors import InputError
     from tinyconvert.hf2gguf import hf2gguf
-    res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name)
+    if powerinfer != (predictor is not None):
+        raise InputError("--powerinfer and --predictor DIR go together")
+    if sparse_threshold is not None and not powerinfer:
+        raise InputError("--sparse-threshold goes with --powerinfer")
+    res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
+                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
     _print_fallbacks(res.fallbacks)
     for note in res.notes:
         typer.echo(f"warning: {note}", err=True)
@@ -120,6 +134,25 @@ def quantize_cmd(
         _post_verify(res.source, res.path)
 
 
+@app.command("attach-predictor")
+@cli_errors
+def attach_predictor_cmd(
+    inp: Path = typer.Argument(..., metavar="IN.gguf", help="dense ReLU-LLaMA GGUF (f16 or q4_0)"),
+    predictor_dir: Path = typer.Argument(..., metavar="PREDICTOR_DIR"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .powerinfer.gguf"),
+    sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
+    from tinyconvert.attach import attach_predictor
+    res = attach_predictor(inp, predictor_dir, out, sparse_threshold=sparse_threshold,
+                           quiet=quiet)
+    if not quiet:
+        typer.echo(f"wrote {res.path} (PWRI, {res.n_tensors} tensors, predictor ranks "
+                   f"{min(res.ranks)}-{max(res.ranks)}, threshold "
+                   f"{res.threshold if res.threshold is not None else 'default 0.0'})")
+
+
 @app.command("verify")
 @cli_errors
 def verify_cmd(
@@ -169,6 +202,13 @@ def _print_report(report) -> None:
                    + f"  (worst: layer {worst})")
     for m in report.vocab_mismatches:
         typer.echo(f"vocabulary        MISMATCH: {m}")
+    if report.sparse:
+        sp = report.sparse
+        typer.echo(f"predictor         recall {sp['recall']:.2%}  precision {sp['precision']:.2%}  "
+                   f"computed {sp['fraction_computed']:.2%} of neurons (active "
+                   f"{sp['fraction_active']:.2%}), threshold {sp['threshold']:g}")
+        typer.echo(f"skipping alone    KLD mean {sp['kld_mean_from_skipping']:.6g}  max "
+                   f"{sp['kld_max_from_skipping']:.6g} (sparse vs dense run of this file)")
 
 
 @app.command("run")

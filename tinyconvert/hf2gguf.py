@@ -55,8 +55,28 @@ def _plan(cfg, records, outtype: str, target):
     return assign(base, target, shape)
 
 
+RELU_ACTS = ("relu", "fatrelu")
+
+
+def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
+    from tinyconvert.formats.predictor import load_predictors
+    from tinyconvert.powerinfer import to_powerinfer
+    preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
+    if outtype == "f16":
+        return to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16")
+    from tinyconvert.assign import Target, assign
+    base = to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32")
+    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
+    return assign(base, Target(outtype), shape)
+
+
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
-            model_name: str | None = None, target=None, threads: int = 1) -> ConvertResult:
+            model_name: str | None = None, target=None, threads: int = 1,
+            powerinfer: Path | None = None, sparse_threshold: float | None = None,
+            dense_relu: bool = False) -> ConvertResult:
+    """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
+    dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
+    FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
     outtype = outtype.lower()
     if outtype not in CONVERTER_OUTTYPES and target is None:
         try:
@@ -70,10 +90,18 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     out = Path(out)
     folder = resolve_model(model)
     check_output(out, folder)
-    cfg = read_config(folder)
+    cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else ("silu",))
     records = open_checkpoint(folder)
-    outtype = resolve_outtype(outtype, records)
-    planned = _plan(cfg, records, outtype, target)
+    if powerinfer is not None:
+        from tinyconvert.formats.predictor import predictor_threshold
+        from tinyconvert.powerinfer import check_outtype
+        outtype = check_outtype(outtype)
+        planned = _powerinfer_plan(cfg, records, outtype, Path(powerinfer))
+        if sparse_threshold is None:
+            sparse_threshold = predictor_threshold(Path(powerinfer))
+    else:
+        outtype = resolve_outtype(outtype, records)
+        planned = _plan(cfg, records, outtype, target)
     vocab = load_vocab(folder, cfg.n_vocab)
 
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
@@ -81,7 +109,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.qtype.nbytes(p.shape),
                                raw_dtype=gguf.GGMLQuantizationType(p.qtype.ggml_id))
     writer.add_type(gguf.GGUFType.MODEL)
-    add_general(writer, folder, model if not Path(model).is_dir() else None, model_name)
+    predictor_params = sum(int(np.prod(p.shape)) for p in planned
+                           if p.name.endswith((".fc1.weight", ".fc2.weight")))
+    add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
+                predictor_params)
     add_hparams(writer, cfg)
     writer.add_file_type(RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -89,8 +120,14 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         from tinyconvert.quant.int8_grouped import GROUP_KEY
         writer.add_uint32(GROUP_KEY, target.int8_group)
     add_vocab(writer, vocab)
+    if dense_relu:
+        from tinyconvert.powerinfer import ACT_KEY
+        writer.add_string(ACT_KEY, "drelu" if cfg.arch.name == "bamboo" else "relu")
+    if powerinfer is not None and sparse_threshold is not None:
+        from tinyconvert.powerinfer import THRESHOLD_KEY
+        writer.add_float32(THRESHOLD_KEY, float(sparse_threshold))
 
-    n_bytes = _write(writer, planned, out, quiet, threads)
+    n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
     bytes_in = sum(int(np.prod(r.shape, dtype=np.int64)) * (4 if r.dtype == "F32" else 2)
                    for r in records)
@@ -102,7 +139,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
 
 
 def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, quiet: bool,
-           threads: int = 1) -> int:
+           threads: int = 1, pwri: bool = False) -> int:
     """gguf-py writes the header, KV data and tensor infos; the data then streams in row chunks,
     each tensor starting on the file's alignment, exactly where the tensor infos say."""
     total = sum(p.qtype.nbytes(p.shape) for p in planned)
@@ -112,6 +149,9 @@ def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, qui
         writer.write_ti_data_to_file()
         stream_tensors(writer.fout[0], planned, writer.data_alignment, bar, threads)
         writer.close()
+        if pwri:
+            from tinyconvert.powerinfer import patch_magic
+            patch_magic(tmp)
     return out.stat().st_size
 
 

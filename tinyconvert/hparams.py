@@ -16,7 +16,8 @@ from tinyconvert.arch import Arch, arch_for
 from tinyconvert.formats.errors import InputError
 
 SUPPORTED_ACTS = ("silu",)
-RUNTIME_ACTS = ("silu", "relu")       # the bundled runtime also runs ReLU-gated FFNs
+RUNTIME_ACTS = ("silu", "relu", "fatrelu")   # the runtime also runs ReLU-gated FFNs (FATReLU's
+                                             # 0.01 floor is not modelled: PowerInfer ignores it)
 
 
 @dataclass(frozen=True)

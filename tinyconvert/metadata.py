@@ -9,10 +9,12 @@ import gguf
 
 
 def add_general(writer: gguf.GGUFWriter, folder: Path, repo_id: str | None,
-                model_name: str | None) -> None:
-    """Call after every tensor info is added: the size label counts their parameters."""
+                model_name: str | None, extra_params: int = 0) -> None:
+    """Call after every tensor info is added: the size label counts their parameters, less
+    extra_params (PowerInfer's predictors are not part of the model's size)."""
     logging.getLogger("gguf").setLevel(logging.ERROR)
     total, shared, expert, n_expert = writer.get_total_parameter_count()
+    total, shared = total - extra_params, shared - extra_params
     md = gguf.Metadata.load(None, folder, model_name, total)
     if md.name is None:
         md.name = repo_id or folder.resolve().name

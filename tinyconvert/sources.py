@@ -34,10 +34,12 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
         scaling = {"type": kind, **{k: c.rope.get(k) for k in (
             "factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
             "beta_slow")}}
+    act = c.raw.get("hidden_act", "silu")
+    act = "drelu" if c.arch.name == "bamboo" else "relu" if act in ("relu", "fatrelu") else act
     return Hparams(arch=gguf_arch_name(c.arch), n_layer=c.n_layer, n_embd=c.n_embd,
                    n_head=c.n_head, n_kv_head=c.n_kv_head, head_dim=c.head_dim, n_ff=c.n_ff,
                    n_vocab=c.n_vocab or 0, rms_eps=c.rms_eps, rope_theta=c.rope_theta,
-                   rope_scaling=scaling, act=c.raw.get("hidden_act", "silu"))
+                   rope_scaling=scaling, act=act)
 
 
 def hf_source(folder: Path) -> ModelSource:
@@ -60,7 +62,7 @@ def gguf_source(path: Path) -> ModelSource:
         raise InputError(f"{path}: no such GGUF file")
     w = GgufWeights(path)
     try:
-        hp = from_gguf_fields(w.fields)
+        hp = from_gguf_fields(w.fields, w.magic)
     except (KeyError, TypeError) as e:
         raise InputError(f"{path}: GGUF metadata lacks {e} needed to run the model") from None
     return ModelSource("gguf", Path(path), hp, w, w.names, w.fields)

@@ -4,7 +4,7 @@ largest logit difference, per-layer hidden-state error, and whether the vocabula
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class VerifyReport:
     max_kld: float
     engine: str
     kld_values: torch.Tensor = field(repr=False, default=None)
+    sparse: dict | None = None              # PowerInfer files: predictor quality and its cost
 
     @property
     def passed(self) -> bool:
@@ -40,7 +41,7 @@ class VerifyReport:
     def as_json(self) -> dict:
         return {**self.stats, "max_kld": self.max_kld, "passed": self.passed,
                 "engine": self.engine, "layer_rel_error": self.layers,
-                "vocab_mismatches": self.vocab_mismatches}
+                "vocab_mismatches": self.vocab_mismatches, "sparse": self.sparse}
 
     def summary_line(self) -> str:
         s = self.stats
@@ -53,7 +54,25 @@ def default_text() -> str:
     return resources.files("tinyconvert").joinpath("data/eval.txt").read_text(encoding="utf-8")
 
 
-def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int]):
+class SparseCounter:
+    """Predicted (keep) against truly active (z != 0) FFN neurons, over all layers and tokens."""
+
+    def __init__(self):
+        self.tp = self.kept = self.active = self.total = 0
+
+    def __call__(self, i, keep, active):
+        self.tp += int((keep & active).sum())
+        self.kept += int(keep.sum())
+        self.active += int(active.sum())
+        self.total += keep.numel()
+
+    def report(self) -> dict:
+        return {"recall": self.tp / max(1, self.active), "precision": self.tp / max(1, self.kept),
+                "fraction_computed": self.kept / max(1, self.total),
+                "fraction_active": self.active / max(1, self.total)}
+
+
+def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None):
     """Both models, one layer at a time (two layers' weights in memory at most)."""
     hr, hc = (m.get("token_embd.weight")[torch.tensor(ids)] for m in (ref, cand))
     cr, sr = rope_tables(ref.hparams, ref.get, 0, len(ids))
@@ -61,7 +80,7 @@ def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int]):
     layers = []
     for i in range(ref.hparams.n_layer):
         hr = block(ref.hparams, ref.get, i, hr, cr, sr)
-        hc = block(cand.hparams, cand.get, i, hc, cc, sc)
+        hc = block(cand.hparams, cand.get, i, hc, cc, sc, observe=observe)
         layers.append(metrics.relative_error(hr, hc))
     return output_logits(ref.hparams, ref.get, hr), output_logits(cand.hparams, cand.get, hc), layers
 
@@ -128,14 +147,19 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     ids = all_ids[:tokens]
     if len(ids) < 2:
         raise InputError("the evaluation text gives fewer than 2 tokens")
-    parts, layer_sums = [], []
+    parts, layer_sums, skip_parts = [], [], []
+    counter = SparseCounter() if cand.hparams.sparse_threshold is not None else None
     for c0 in range(0, len(ids), chunk):
         part = ids[c0:c0 + chunk]
         if len(part) < 2:
             break
         if engine == "runtime":
-            lr, lc, layers = _lockstep(ref, cand, part)
+            lr, lc, layers = _lockstep(ref, cand, part, counter)
             layer_sums.append(layers)
+            if counter is not None:         # the same file run densely: what skipping alone costs
+                dense = replace(cand, hparams=replace(cand.hparams, sparse_threshold=None))
+                ld, _, _ = _lockstep(dense, dense, part)
+                skip_parts.append(metrics.token_stats(ld, lc, part))
         else:
             lr, _, _ = _lockstep(ref, ref, part)
             lc = _llamacpp_logits(cand.path, part)
@@ -145,8 +169,13 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     layers = [sum(col) / len(col) for col in zip(*layer_sums)] if layer_sums else []
     limit = max_kld if max_kld is not None else MAX_KLD_BY_FILE_TYPE.get(
         cand.fields.get("general.file_type"), DEFAULT_MAX_KLD)
+    sparse = None
+    if counter is not None and skip_parts:
+        skip = metrics.summarize(skip_parts)
+        sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
+                  "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
-                        kld_values)
+                        kld_values, sparse)
 
 
 def _check_compatible(ref: ModelSource, cand: ModelSource) -> None:

@@ -1,0 +1,184 @@
+"""PowerInfer files from tiny ReLU-LLaMA checkpoints with predictors we make: the tensor set,
+names, shapes, types and magic of shared/specs/powerinfer.md; attach-predictor equals
+hf2gguf --powerinfer byte for byte; a perfect predictor makes the sparse run equal the dense one;
+verify reports the predictor; the file survives set-metadata."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.support import tiny
+from tests.support.compare import hf_logits
+from tests.test_tiny_models import make_tokenizer
+from tinyconvert.cli import app
+from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.gguf_file import read_gguf
+from tinyconvert.formats.predictor import Predictor, save_predictors
+from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.runtime.model import prefill_layers
+from tinyconvert.sources import open_source
+
+N_LAYER, N_EMBD, N_FF = 2, 64, 160
+RANKS = (8, 12)
+
+
+def random_predictors(seed: int = 0) -> list[Predictor]:
+    rng = np.random.default_rng(seed)
+    return [Predictor((rng.standard_normal((r, N_EMBD)) * 0.2).astype(np.float32),
+                      (rng.standard_normal((N_FF, r)) * 0.2).astype(np.float32)) for r in RANKS]
+
+
+@pytest.fixture(scope="module")
+def relu_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("relu")
+    make_tokenizer(d, "spm")
+    tiny.build_model(d, "llama", hidden_act="relu")
+    save_predictors(d / "pred", random_predictors())
+    return d
+
+
+def cli(*args):
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_tensor_set_shapes_types_magic(relu_model, tmp_path):
+    out = tmp_path / "m.powerinfer.gguf"
+    code, _, err = cli("hf2gguf", relu_model, "-o", out, "--powerinfer", "--predictor",
+                       relu_model / "pred", "--sparse-threshold", "0.25", "--no-verify")
+    assert code == 0, err
+    f = read_gguf(out)
+    assert f.magic == b"PWRI" and f.version == 3
+    t = {x.name: x for x in f.tensors}
+    per_layer = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                 "ffn_gate", "ffn_up", "ffn_down_t", "fc1", "fc2")
+    want = {"token_embd.weight", "output_norm.weight", "output.weight"} | {
+        f"blk.{i}.{n}.weight" for i in range(N_LAYER) for n in per_layer}
+    assert set(t) == want and len(t) == 3 + 11 * N_LAYER
+    for i, r in enumerate(RANKS):
+        assert t[f"blk.{i}.ffn_down_t.weight"].ne == (N_EMBD, N_FF)
+        assert t[f"blk.{i}.fc1.weight"].ne == (N_EMBD, r)
+        assert t[f"blk.{i}.fc2.weight"].ne == (r, N_FF)
+        assert t[f"blk.{i}.ffn_down_t.weight"].ggml_type == 1                    # F16
+        assert t[f"blk.{i}.fc1.weight"].ggml_type == 1
+        assert t[f"blk.{i}.attn_norm.weight"].ggml_type == 0                     # F32
+    assert abs(f.value("powerinfer.sparse_threshold") - 0.25) < 1e-7
+    from safetensors.torch import load_file
+    down = load_file(relu_model / "model.safetensors")["model.layers.1.mlp.down_proj.weight"]
+    got = f.tensor_bytes(t["blk.1.ffn_down_t.weight"]).view(np.float16).reshape(N_FF, N_EMBD)
+    assert np.array_equal(got, down.T.contiguous().to(torch.float16).numpy())
+
+
+def test_q4_0_and_bad_outtype(relu_model, tmp_path):
+    res = hf2gguf(str(relu_model), tmp_path / "q.gguf", outtype="q4_0", quiet=True,
+                  powerinfer=relu_model / "pred")
+    t = {x.name: x for x in read_gguf(res.path).tensors}
+    assert t["blk.0.ffn_down_t.weight"].ggml_type == 2 and t["blk.0.fc1.weight"].ggml_type == 2
+    for outtype in ("f32", "bf16", "q8_0"):
+        with pytest.raises(InputError, match="f16 or q4_0"):
+            hf2gguf(str(relu_model), tmp_path / "x.gguf", outtype=outtype, quiet=True,
+                    powerinfer=relu_model / "pred")
+
+
+def test_attach_equals_hf2gguf_byte_for_byte(relu_model, tmp_path):
+    dense = tmp_path / "dense.gguf"
+    code, _, err = cli("hf2gguf", relu_model, "-o", dense, "--outtype", "f16", "--dense-relu",
+                       "--no-verify")
+    assert code == 0, err
+    code, _, err = cli("attach-predictor", dense, relu_model / "pred", "-o", tmp_path / "a.gguf",
+                       "--sparse-threshold", "0.1")
+    assert code == 0, err
+    hf2gguf(str(relu_model), tmp_path / "b.gguf", outtype="f16", quiet=True,
+            powerinfer=relu_model / "pred", sparse_threshold=0.1)
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
+def test_attach_from_q4_0_and_safetensors_predictors(relu_model, tmp_path):
+    from safetensors.numpy import save_file
+    pred = tmp_path / "pred_st"
+    pred.mkdir()
+    for i, p in enumerate(random_predictors(1)):
+        save_file({"fc1.weight": p.fc1, "fc2.weight": p.fc2}, pred / f"model_{i}.safetensors")
+    (pred / "config.json").write_text(json.dumps({"sparse_threshold": -0.5}))
+    hf2gguf(str(relu_model), tmp_path / "d.gguf", outtype="q4_0", quiet=True, dense_relu=True)
+    code, _, err = cli("attach-predictor", tmp_path / "d.gguf", pred, "-o", tmp_path / "p.gguf")
+    assert code == 0, err
+    f = read_gguf(tmp_path / "p.gguf")
+    t = {x.name: x for x in f.tensors}
+    assert f.magic == b"PWRI" and t["blk.0.ffn_down_t.weight"].ggml_type == 1
+    assert t["blk.0.attn_q.weight"].ggml_type == 2 and f.value("powerinfer.sparse_threshold") == -0.5
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("layers", "has a predictor for layer 2"), ("embd", "fc1.weight shape"),
+    ("ff", "fc2.weight shape")])
+def test_predictor_mismatches_are_named(relu_model, tmp_path, bad, message):
+    preds = random_predictors()
+    if bad == "layers":
+        preds = preds + preds[:1]
+    elif bad == "embd":
+        preds[1] = Predictor(preds[1].fc1[:, :32].copy(), preds[1].fc2)
+    else:
+        preds[0] = Predictor(preds[0].fc1, preds[0].fc2[:100].copy())
+    save_predictors(tmp_path / "pred", preds)
+    code, _, err = cli("hf2gguf", relu_model, "-o", tmp_path / "x.gguf", "--powerinfer",
+                       "--predictor", tmp_path / "pred", "--no-verify")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_perfect_predictor_sparse_equals_dense_and_transformers(relu_model, tmp_path):
+    from dataclasses import replace
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(relu_model), out, outtype="f16", quiet=True, powerinfer=relu_model / "pred",
+            sparse_threshold=-1e30)                 # below every score: every neuron computed
+    src = open_source(out)
+    assert src.hparams.act == "relu" and src.hparams.sparse_threshold < -1e29
+    ids = list(range(3, 50))
+    sparse = prefill_layers(src.hparams, src.get, ids)
+    dense = prefill_layers(replace(src.hparams, sparse_threshold=None), src.get, ids)
+    assert torch.equal(sparse, dense)
+    ref = hf_logits(relu_model, ids)                 # f16 weights vs transformers in f32
+    assert np.abs(dense.double().numpy() - ref).max() < 0.05
+
+
+def test_verify_reports_predictor(relu_model, tmp_path):
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(relu_model), out, outtype="f16", quiet=True, powerinfer=relu_model / "pred")
+    code, stdout, err = cli("verify", relu_model, out, "--json", "--tokens", "64",
+                            "--max-kld", "100")
+    assert code == 0, err
+    sp = json.loads(stdout.strip().splitlines()[-1])["sparse"]
+    for key in ("recall", "precision", "fraction_computed", "kld_mean_from_skipping"):
+        assert key in sp
+    assert 0 < sp["fraction_computed"] < 1 and sp["kld_mean_from_skipping"] > 0
+    perfect = tmp_path / "perfect.gguf"
+    hf2gguf(str(relu_model), perfect, outtype="f16", quiet=True, powerinfer=relu_model / "pred",
+            sparse_threshold=-1e30)
+    code, stdout, _ = cli("verify", relu_model, perfect, "--json", "--tokens", "64")
+    sp = json.loads(stdout.strip().splitlines()[-1])["sparse"]
+    assert sp["recall"] == 1.0 and sp["fraction_computed"] == 1.0
+    assert sp["kld_mean_from_skipping"] == 0.0
+
+
+def test_set_metadata_keeps_magic_and_tensors(relu_model, tmp_path):
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(relu_model), out, outtype="f16", quiet=True, powerinfer=relu_model / "pred")
+    before = read_gguf(out)
+    data = {t.name: before.tensor_bytes(t).tobytes() for t in before.tensors}
+    assert cli("set-metadata", out, "general.name", "a much longer new name for this file")[0] == 0
+    assert cli("set-metadata", out, "powerinfer.sparse_threshold", "0.3", "--type", "f32")[0] == 0
+    after = read_gguf(out)
+    assert after.magic == b"PWRI"
+    assert {t.name: after.tensor_bytes(t).tobytes() for t in after.tensors} == data
+    assert abs(after.value("powerinfer.sparse_threshold") - 0.3) < 1e-6
+    assert cli("inspect", out)[1].startswith(f"{out}: PWRI v3")
+
+
+def test_dense_relu_refused_without_a_flag(relu_model, tmp_path):
+    code, _, err = cli("hf2gguf", relu_model, "-o", tmp_path / "x.gguf")
+    assert code == 2 and "hidden_act 'relu'" in err

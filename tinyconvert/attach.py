@@ -1,0 +1,88 @@
+"""attach-predictor: a dense ReLU-LLaMA GGUF (F16, or quantized) plus a predictor folder to a
+PowerInfer file. Tensors other than ffn_down are copied byte for byte; ffn_down is (dequantized
+and) transposed into F16 ffn_down_t; fc1/fc2 are added as F16; keys are copied, with
+powerinfer.sparse_threshold added when given. From a dense file that hf2gguf --dense-relu wrote,
+the result equals hf2gguf --powerinfer's byte for byte."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.formats import gguf_file as gf
+from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.gguf_edit import encode_entry, raw_entry
+from tinyconvert.formats.gguf_write import OutTensor, write_header
+from tinyconvert.formats.predictor import load_predictors, predictor_threshold
+from tinyconvert.powerinfer import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer
+from tinyconvert.quantize import _gguf_plan
+from tinyconvert.stream import stream_tensors
+
+LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                 "ffn_gate", "ffn_up", "ffn_down")
+ARCHS = ("llama", "bamboo")
+
+
+@dataclass
+class AttachResult:
+    path: Path
+    n_tensors: int
+    ranks: list[int]
+    threshold: float | None
+
+
+def _check_inventory(f: gf.GgufFile, n_layer: int) -> None:
+    want = {"token_embd.weight", "output_norm.weight"} | {
+        f"blk.{i}.{t}.weight" for i in range(n_layer) for t in LAYER_TENSORS}
+    have = {t.name for t in f.tensors}
+    missing = sorted(want - have)
+    if missing:
+        raise InputError(f"{f.path}: not a dense llama-family file: {missing[0]} is missing")
+    extra = sorted(have - want - {"output.weight"})
+    if extra:
+        raise InputError(f"{f.path}: tensor {extra[0]} has no place in a PowerInfer file "
+                         f"(PowerInfer's loader rejects extra tensors)")
+
+
+def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
+                     sparse_threshold: float | None = None, quiet: bool = False) -> AttachResult:
+    inp, out = Path(inp), Path(out)
+    check_output(out, inp)
+    f = gf.read_gguf(inp)
+    if f.magic != b"GGUF":
+        raise InputError(f"{inp}: already a PowerInfer file; attach to the dense GGUF instead")
+    arch = f.value("general.architecture")
+    if arch not in ARCHS:
+        raise InputError(f"{inp}: architecture {arch!r}; PowerInfer runs {', '.join(ARCHS)}")
+    n_layer = f.value(f"{arch}.block_count")
+    n_embd, n_ff = f.value(f"{arch}.embedding_length"), f.value(f"{arch}.feed_forward_length")
+    _check_inventory(f, n_layer)
+    preds = load_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
+    if sparse_threshold is None:
+        sparse_threshold = predictor_threshold(Path(predictor_dir))
+    fd = os.open(inp, os.O_RDONLY)
+    try:
+        planned, raw = _gguf_plan(f, fd)
+        kept = [p if re.search(r"\.ffn_down\.weight$", p.name)
+                else replace(p, read_rows=raw[p.name], src_dtype="RAW") for p in planned]
+        final = to_powerinfer(kept, preds, "f16")
+        entries = _entries(f, sparse_threshold)
+        tensors = [OutTensor(p.name, tuple(reversed(p.shape)), p.qtype.ggml_id,
+                             p.qtype.nbytes(p.shape)) for p in final]
+        with atomic_output(out) as tmp, open(tmp, "wb") as fh:
+            write_header(fh, tensors, entries, alignment=f.alignment, magic=MAGIC)
+            stream_tensors(fh, final, f.alignment)
+    finally:
+        os.close(fd)
+    return AttachResult(out, len(final), [p.rank for p in preds], sparse_threshold)
+
+
+def _entries(f: gf.GgufFile, threshold: float | None) -> list[bytes]:
+    with open(f.path, "rb") as fh:
+        head = fh.read(f.ti_start)
+    entries = [raw_entry(f, k, head) for k in f.fields if k not in (ACT_KEY, THRESHOLD_KEY)]
+    if threshold is not None:
+        entries.append(encode_entry(THRESHOLD_KEY, gf.F32, float(threshold)))
+    return entries
