@@ -161,3 +161,19 @@ class Model:
         for i in range(self.hp.n_layer):
             h = block(self.hp, self.get, i, h, cos, sin, self.cache, pos0)
         return output_logits(self.hp, self.get, h)
+
+
+@torch.no_grad()
+def ffn_inputs(hp: Hparams, get: Weights, ids: list[int]):
+    """Runs the model densely and yields, per layer, (i, h, active): h [T, n_embd] the residual
+    entering the FFN (before ffn_norm: what PowerInfer's predictor sees) and active [T, n_ff] the
+    neurons whose activation is not zero (what a predictor should predict)."""
+    h = get("token_embd.weight")[torch.tensor(ids)]
+    cos, sin = rope_tables(hp, get, 0, len(ids))
+    for i in range(hp.n_layer):
+        p = f"blk.{i}."
+        h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
+                          cos, sin, None, 0)
+        y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
+        yield i, h, active
+        h = h + y

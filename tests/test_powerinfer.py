@@ -182,3 +182,51 @@ def test_set_metadata_keeps_magic_and_tensors(relu_model, tmp_path):
 def test_dense_relu_refused_without_a_flag(relu_model, tmp_path):
     code, _, err = cli("hf2gguf", relu_model, "-o", tmp_path / "x.gguf")
     assert code == 2 and "hidden_act 'relu'" in err
+
+
+def make_sparse_relu_model(folder) -> None:
+    """A tiny ReLU-LLaMA whose FFNs are sparse the way trained ReLU models are: the residual
+    stream shares a common direction, and most gate rows point away from it."""
+    from safetensors.torch import load_file, save_file
+    make_tokenizer(folder, "spm")
+    tiny.build_model(folder, "llama", hidden_act="relu", num_hidden_layers=3, seed=5)
+    t = load_file(folder / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(N_EMBD, generator=g)
+    c = c / c.norm()
+    t["model.embed_tokens.weight"] = t["model.embed_tokens.weight"] + 0.6 * c
+    for i in range(3):
+        gate = t[f"model.layers.{i}.mlp.gate_proj.weight"]
+        quiet = torch.rand(N_FF, generator=g) < 0.85            # 85% of neurons mostly off
+        gate[quiet] -= 0.35 * c
+        t[f"model.layers.{i}.mlp.gate_proj.weight"] = gate.contiguous()
+        t[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(N_EMBD)
+    save_file({k: v.contiguous() for k, v in t.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def test_train_predictor_reaches_recall_while_skipping(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    make_sparse_relu_model(model)
+    text = tmp_path / "calib.txt"
+    text.write_text("\n".join(tiny.CORPUS * 3), encoding="utf-8")
+    code, stdout, err = cli("train-predictor", model, "--text", text, "--rank", "24", "-o",
+                            tmp_path / "pred")
+    assert code == 0, err
+    rows = [ln.split() for ln in stdout.splitlines() if ln.startswith("layer")]
+    assert len(rows) == 3
+    recalls = [float(r[5].rstrip("%")) for r in rows]
+    computed = [float(r[9].rstrip("%")) for r in rows]
+    print(stdout)
+    assert min(recalls) >= 95.0, stdout
+    assert max(computed) <= 60.0, stdout            # well under the full FFN
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "config.json", "model_0.pt", "model_1.pt", "model_2.pt"]
+    out = tmp_path / "m.powerinfer.gguf"
+    code, _, err = cli("hf2gguf", model, "-o", out, "--powerinfer", "--predictor",
+                       tmp_path / "pred", "--no-verify")
+    assert code == 0, err
+    code, stdout, _ = cli("verify", model, out, "--json", "--tokens", "256", "--max-kld", "100")
+    sp = json.loads(stdout.strip().splitlines()[-1])["sparse"]
+    assert sp["recall"] >= 0.95 and sp["fraction_computed"] < 0.6, sp
