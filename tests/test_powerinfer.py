@@ -230,3 +230,25 @@ def test_train_predictor_reaches_recall_while_skipping(tmp_path):
     code, stdout, _ = cli("verify", model, out, "--json", "--tokens", "256", "--max-kld", "100")
     sp = json.loads(stdout.strip().splitlines()[-1])["sparse"]
     assert sp["recall"] >= 0.95 and sp["fraction_computed"] < 0.6, sp
+
+
+@pytest.mark.parametrize("arch_class,model_type,act,gguf_arch,runtime_act", [
+    ("SparseLlamaForCausalLM", "sparsellama", "fatrelu", "llama", "relu"),      # ProSparse
+    ("BambooForCausalLM", "bamboo", "relu", "bamboo", "drelu"),                 # Bamboo
+])
+def test_prosparse_and_bamboo_configs(relu_model, tmp_path, arch_class, model_type, act,
+                                      gguf_arch, runtime_act):
+    import shutil
+    model = tmp_path / "m"
+    shutil.copytree(relu_model, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(architectures=[arch_class], model_type=model_type, hidden_act=act)
+    (model / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(model), out, outtype="f16", quiet=True, powerinfer=model / "pred")
+    f = read_gguf(out)
+    assert f.magic == b"PWRI" and f.value("general.architecture") == gguf_arch
+    assert f.value(f"{gguf_arch}.feed_forward_length") == N_FF
+    assert open_source(out).hparams.act == runtime_act
+    with pytest.raises(InputError, match=f"hidden_act '{act}'"):
+        hf2gguf(str(model), tmp_path / "x.gguf", quiet=True)
