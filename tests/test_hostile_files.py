@@ -77,7 +77,8 @@ def check_bounded(fn, path):
     return result
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
 @given(ops=mutations("gguf"))
 def test_mutated_gguf(originals, tmp_path_factory, ops):
     path = tmp_path_factory.mktemp("g", numbered=True) / "x.gguf"
@@ -89,7 +90,8 @@ def test_mutated_gguf(originals, tmp_path_factory, ops):
     CASES["gguf"] += 1
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
 @given(ops=mutations("safetensors"))
 def test_mutated_safetensors(originals, tmp_path_factory, ops):
     data = originals["safetensors"]
