@@ -51,6 +51,18 @@ def encode_entry(key: str, vtype: int, value, subtype: int | None = None) -> byt
         encode_value(vtype, value, subtype)
 
 
+def header_bytes(f: GgufFile) -> bytes:
+    """The file's bytes up to its tensor infos: every key/value entry, raw."""
+    with open(f.path, "rb") as fh:
+        return fh.read(f.ti_start)
+
+
+def copy_entries(f: GgufFile, drop: tuple[str, ...] = ()) -> list[bytes]:
+    """Every entry of f, as it is in the file, except the keys in drop."""
+    head = header_bytes(f)
+    return [raw_entry(f, k, head) for k in f.fields if k not in drop]
+
+
 def raw_entry(f: GgufFile, key: str, buf, new_key: str | None = None) -> bytes:
     """An entry whose value is copied from the file as it is (under a new name if given)."""
     fld = f.fields[key]

@@ -52,7 +52,6 @@ def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int,
 
     def err(d):
         return np.abs(d) if use_mad else d * d
-    B = x.shape[0]
     lo = np.minimum(x.min(-1), F(0))                          # if (min > 0) min = 0
     hi = x.max(-1)
     flat = hi == lo

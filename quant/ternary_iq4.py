@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kquants import GROUP_MAX_EPS, F, _gguf_dequant, first_absmax, nearest_int
+from tinyconvert.quant.kquants import GROUP_MAX_EPS, F, _gguf_dequant, first_absmax
 from tinyconvert.quant.kquants import seq_sum
 from tinyconvert.quant.kernels import compiled
 from tinyconvert.quant.registry import QuantType, register

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from tinyconvert.formats.gguf_file import GgufFile, TensorInfo, read_gguf
-from tinyconvert.quant import REGISTRY
+from tinyconvert.quant import qtype_by_id
 from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
 from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
 from tinyconvert.quant.sizes import block_info
@@ -57,10 +57,9 @@ def dequantize(f: GgufFile, t: TensorInfo) -> np.ndarray:
     block, type_size = block_info(t.ggml_type)
     n_rows = t.n_elements // t.ne[0]
     raw = f.tensor_bytes(t).reshape(n_rows, t.ne[0] // block * type_size)
-    ours = next((q for q in REGISTRY.values() if q.ggml_id == t.ggml_type), None)
-    if ours is not None:
-        rows = ours.dequantize(raw)
-    else:
+    try:
+        rows = qtype_by_id(t.ggml_type).dequantize(raw)
+    except KeyError:                 # types we only read (IQ*, ...): gguf-py's dequantizers
         import gguf
         rows = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(t.ggml_type))
     return np.array(rows, dtype=np.float32, copy=True).reshape(t.shape)

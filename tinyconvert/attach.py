@@ -13,11 +13,11 @@ from pathlib import Path
 from tinyconvert.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.gguf_edit import encode_entry, raw_entry
+from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.formats.predictor import load_predictors, predictor_threshold
 from tinyconvert.powerinfer import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer
-from tinyconvert.quantize import _gguf_plan
+from tinyconvert.quantize import gguf_plan
 from tinyconvert.stream import stream_tensors
 
 LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
@@ -64,7 +64,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
         sparse_threshold = predictor_threshold(Path(predictor_dir))
     fd = os.open(inp, os.O_RDONLY)
     try:
-        planned, raw = _gguf_plan(f, fd)
+        planned, raw = gguf_plan(f, fd)
         kept = [p if re.search(r"\.ffn_down\.weight$", p.name)
                 else replace(p, read_rows=raw[p.name], src_dtype="RAW") for p in planned]
         final = to_powerinfer(kept, preds, "f16")
@@ -80,9 +80,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
 
 
 def _entries(f: gf.GgufFile, threshold: float | None) -> list[bytes]:
-    with open(f.path, "rb") as fh:
-        head = fh.read(f.ti_start)
-    entries = [raw_entry(f, k, head) for k in f.fields if k not in (ACT_KEY, THRESHOLD_KEY)]
+    entries = copy_entries(f, (ACT_KEY, THRESHOLD_KEY))
     if threshold is not None:
         entries.append(encode_entry(THRESHOLD_KEY, gf.F32, float(threshold)))
     return entries

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyconvert.quant import QuantType
-from tinyconvert.quant.floats import bf16_bits_to_f32, f32_to_bf16_bits
+from tinyconvert.quant.floats import bf16_bits_to_f32
 
 
 def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:

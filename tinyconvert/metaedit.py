@@ -14,7 +14,8 @@ from pathlib import Path
 from tinyconvert.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.gguf_edit import encode_entry, encode_value, raw_entry, rewrite
+from tinyconvert.formats.gguf_edit import (encode_entry, encode_value, header_bytes, raw_entry,
+                                           rewrite)
 
 TYPES = {name: vt for vt, name in gf.TYPE_NAMES.items() if vt != gf.ARRAY}
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
@@ -183,8 +184,7 @@ def _patchable(f: gf.GgufFile, edits: list[Edit]) -> list[tuple[int, bytes]] | N
 def _entries(f: gf.GgufFile, edits: list[Edit]) -> list[bytes]:
     order = list(f.fields)
     changed: dict[str, bytes | None] = {}
-    with open(f.path, "rb") as fh:
-        buf = fh.read(f.ti_start)
+    buf = header_bytes(f)
     for e in edits:
         if e.kind == "delete":
             changed[e.key] = None

@@ -14,7 +14,7 @@ from tinyconvert.assign import Target, assign, quantized_inputs
 from tinyconvert.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.gguf_edit import encode_entry, raw_entry
+from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
@@ -79,7 +79,7 @@ def get_qtype_or_error(name: str):
         raise InputError(str(e).strip('"')) from None
 
 
-def _gguf_plan(f: gf.GgufFile, fd: int):
+def gguf_plan(f: gf.GgufFile, fd: int):
     """Readers use pread, not the file map: pages of a map stay in this process's memory, so a
     large input would make the peak grow with the model."""
     planned, raw = [], {}
@@ -152,10 +152,10 @@ def _quantize_gguf(inp: Path, out: Path, target: Target, threads: int, allow_req
 
 
 def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, start):
-    planned, raw = _gguf_plan(f, fd)
+    planned, raw = gguf_plan(f, fd)
     final = assign(planned, target, _shape(f), raw)
-    requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in raw
-               and p.name in quantized_inputs(planned)]
+    quantized = set(quantized_inputs(planned))
+    requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in quantized]
     if requant and not allow_requantize:
         raise InputError(f"{inp} is already quantized (e.g. {requant[0]} is "
                          f"{next(p.qtype.name for p in planned if p.name == requant[0])}); "
@@ -176,9 +176,7 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, st
 
 
 def _entries(f: gf.GgufFile, target: Target) -> list[bytes]:
-    with open(f.path, "rb") as fh:
-        head = fh.read(f.ti_start)
-    entries = [raw_entry(f, k, head) for k in f.fields if k not in DROPPED_KEYS]
+    entries = copy_entries(f, DROPPED_KEYS)
     entries.append(encode_entry("general.quantization_version", gf.U32, 2))
     entries.append(encode_entry("general.file_type", gf.U32, RECIPES[target.mix][0]))
     if target.int8_group:

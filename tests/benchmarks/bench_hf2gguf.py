@@ -12,27 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
-        "sys.exit(r.returncode) if r.returncode else None; "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of one command, run in its own wrapper process."""
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", WRAP, *cmd], capture_output=True, text=True,
-                          env=env, check=True)
-    return time.perf_counter() - t, int(proc.stdout.strip()) / 1024
-
+from tests.benchmarks.measure import measure  # noqa: E402
 
 def ours(model: Path, out: Path, outtype: str) -> list[str]:
     return [sys.executable, "-m", "tinyconvert", "hf2gguf", str(model), "-o", str(out),

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from tests.benchmarks.measure import measure  # noqa: E402
 
 OURS = ("import sys; from tinyconvert.quantize import quantize; "
         "quantize(sys.argv[1], sys.argv[2], qtype=sys.argv[3], threads=int(sys.argv[4]), quiet=True)")
@@ -23,15 +23,8 @@ THEIRS = ("import sys; sys.path.insert(0, sys.argv[5]); from tests.support.compa
           "llamacpp_quantize; from tinyconvert.mixes import RECIPES; "
           "llamacpp_quantize(sys.argv[1], sys.argv[2], RECIPES[sys.argv[3]][0], "
           "threads=int(sys.argv[4]))")
-WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
 def run(code: str, *args: str) -> tuple[float, float]:
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", WRAP, sys.executable, "-c", code, *args],
-                         capture_output=True, text=True, check=True)
-    return time.perf_counter() - t, int(out.stdout) / 1024
+    return measure([sys.executable, "-c", code, *args])
 
 
 def main() -> None:

@@ -1,0 +1,18 @@
+"""Wall time and peak RSS of one command, run inside its own small wrapper process (so the
+wrapper's RUSAGE_CHILDREN holds exactly that command's peak)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB)."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", WRAP, *cmd], capture_output=True, text=True,
+                          env=env, check=True)
+    return time.perf_counter() - t, int(proc.stdout.strip()) / 1024
