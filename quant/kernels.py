@@ -4,15 +4,16 @@ case the vectorised numpy versions run."""
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 
 @functools.cache
-def compiled():
+def compiled(module: str = "numba_kernels"):
+    """module: numba_kernels (K-quants, IQ4_NL) or tmac_numba (T-MAC search and LUT product)."""
     if os.environ.get("TINYCONVERT_NO_NUMBA") == "1":
         return None
     try:
-        from tinyconvert.quant import numba_kernels
+        return importlib.import_module(f"tinyconvert.quant.{module}")
     except ImportError:
         return None
-    return numba_kernels

@@ -85,3 +85,23 @@ def test_quantizer_error_is_small_and_tile_checks():
             assert (err <= t.scales * 1.0001).all()      # w/s and the zero point both round
     with pytest.raises(ValueError, match="does not fit"):
         tmac.pack_permuted(tmac.quantize(w, 2, 64), tmac.Tile(bm=48, kfactor=16))
+
+
+def test_search_quantizer_numpy_and_compiled_agree():
+    """The weighted least-squares search: the numpy reference and the numba kernel choose the same
+    codes (up to float summation order) and both beat min-max on squared error."""
+    from tinyconvert.quant.kernels import compiled
+    kernels = compiled("tmac_numba")
+    assert kernels is not None                       # numba is a dependency: CI runs this
+    rng = np.random.default_rng(3)
+    w = (rng.standard_t(4, (64, 512)) * 0.02).astype(np.float32)
+    for bits, group in ((2, 64), (4, 128)):
+        top, off = (1 << bits) - 1, 1 << (bits - 1)
+        q, s, zf = tmac._search(w.reshape(64, -1, group), top, off)
+        ref = tmac.TmacWeights(q.reshape(64, 512), s, zf, bits, group)
+        fast = tmac.quantize(w, bits, group, method="search")
+        assert (fast.q == ref.q).mean() > 0.99     # ties between candidates may fall otherwise
+        err = {name: ((t.dequantize() - w) ** 2).mean() for name, t in
+               (("ref", ref), ("fast", fast), ("minmax", tmac.quantize(w, bits, group)))}
+        assert err["fast"] < 0.95 * err["minmax"] and err["ref"] < 0.95 * err["minmax"], err
+        assert abs(err["fast"] - err["ref"]) < 0.01 * err["ref"], err

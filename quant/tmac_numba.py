@@ -1,0 +1,149 @@
+"""Compiled LUT matrix product for quant/tmac_lut.py (imported on first use; needs numba).
+
+For each output row m (rows split across threads) and weight group g:
+    for bit plane b:  c_b[n] = sum over activation groups a in g of
+                               lut_scale[a, n] * sum_{j in a} QT[j, idx_b[m, j], n]
+                      + lut_bias sum over g, plane 0 only
+    y[n, m] += scales[m, g] * sum_b alpha_b c_b[n]  +  zf[m, g] * lut_bias sum over g
+The innermost loop runs over the N activation rows, contiguous in QT, so one lookup index serves
+the whole batch as a vector add.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+ALPHA = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
+
+
+@njit(inline="always")
+def _round(v):
+    """Round half to even, like np.rint (a vector instruction, unlike an add-magic trick that
+    fastmath may fold away)."""
+    return np.float32(np.rint(v))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lut_matmul(idx, scales, zf, has_zf, QT, lut_s, lut_b, acts_per_group, tabs_per_act, out):
+    nbits, M, K8 = idx.shape
+    N = QT.shape[2]
+    ng = scales.shape[1]
+    for m in prange(M):
+        y = np.zeros(N, np.float32)
+        acc = np.zeros(N, np.float32)      # exact: sums of int8 entries stay < 2^24
+        cb = np.zeros(N, np.float32)
+        bsum = np.zeros(N, np.float32)
+        for g in range(ng):
+            a0 = g * acts_per_group
+            bsum[:] = 0
+            for a in range(a0, a0 + acts_per_group):
+                for n in range(N):
+                    bsum[n] += lut_b[a, n]
+            for b in range(nbits):
+                cb[:] = 0
+                for a in range(a0, a0 + acts_per_group):
+                    acc[:] = 0
+                    j0 = a * tabs_per_act
+                    for jj in range(j0 // 2, (j0 + tabs_per_act) // 2):
+                        byte = idx[b, m, jj]
+                        lo, hi = byte & 15, byte >> 4
+                        for n in range(N):
+                            acc[n] += np.float32(QT[2 * jj, lo, n]) + np.float32(QT[2 * jj + 1, hi, n])
+                    for n in range(N):
+                        cb[n] += acc[n] * lut_s[a, n]
+                if b == 0:
+                    for n in range(N):
+                        cb[n] += bsum[n]
+                s = scales[m, g] * ALPHA[b]
+                for n in range(N):
+                    y[n] += s * cb[n]
+            if has_zf:
+                for n in range(N):
+                    y[n] += zf[m, g] * bsum[n]
+        for n in range(N):
+            out[n, m] = y[n]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lut_gemv(idx, scales, zf, has_zf, QP, lut_s, lut_b, acts_per_group, tabs_per_act, out):
+    """lut_matmul for one activation row (N = 1). QP [K/8, 256] int16: the sums of two adjacent
+    tables for every byte of indices (QP[jj, hi 16 + lo] = QT[2jj, lo] + QT[2jj+1, hi]), so one
+    lookup serves both nibbles of a weight byte; the integer sums are the same."""
+    nbits, M, K8 = idx.shape
+    ng = scales.shape[1]
+    half = tabs_per_act // 2
+    for m in prange(M):
+        y = np.float32(0)
+        for g in range(ng):
+            a0 = g * acts_per_group
+            bsum = np.float32(0)
+            for a in range(a0, a0 + acts_per_group):
+                bsum += lut_b[a]
+            for b in range(nbits):
+                cb = np.float32(0)
+                for a in range(a0, a0 + acts_per_group):
+                    acc = np.int32(0)
+                    for jj in range(a * half, (a + 1) * half):
+                        acc += np.int32(QP[jj, idx[b, m, jj]])
+                    cb += np.float32(acc) * lut_s[a]
+                if b == 0:
+                    cb += bsum
+                y += scales[m, g] * ALPHA[b] * cb
+            if has_zf:
+                y += zf[m, g] * bsum
+        out[m] = y
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def search_groups(x, top, off, steps):
+    """tmac._search for groups x [n, gs] (float32): the same candidates, weights and least-squares
+    refit, one group at a time -> (codes uint8 [n, gs], scales [n], zf [n])."""
+    n, gs = x.shape
+    codes = np.zeros((n, gs), np.uint8)
+    scales = np.zeros(n, np.float32)
+    zfs = np.zeros(n, np.float32)
+    ftop = np.float32(top)
+    for g in prange(n):
+        row = x[g]
+        lo, hi, msq = row[0], row[0], np.float32(0)
+        for i in range(gs):
+            lo, hi = min(lo, row[i]), max(hi, row[i])
+            msq += row[i] * row[i]
+        msq /= gs
+        span = max(hi - lo, np.float32(1e-8))
+        wsum = np.float32(0)
+        wx = np.float32(0)
+        for i in range(gs):
+            wt = row[i] * row[i] + msq
+            wsum += wt
+            wx += wt * row[i]
+        best_err, best_s, best_m = np.float32(np.inf), span / ftop, lo
+        for c in range(-1, steps + 1):
+            cand = ftop if c < 0 else np.float32(top - 1 + 0.1 * c)
+            inv = cand / span
+            sl, sl2, slx = np.float32(0), np.float32(0), np.float32(0)
+            for i in range(gs):
+                L = min(max(_round(inv * (row[i] - lo)), np.float32(0)), ftop)
+                wl = (row[i] * row[i] + msq) * L
+                sl += wl
+                sl2 += wl * L
+                slx += wl * row[i]
+            det = wsum * sl2 - sl * sl
+            if det <= 0:
+                continue
+            s = (wsum * slx - sl * wx) / det
+            m = (sl2 * wx - sl * slx) / det
+            rs = np.float32(1) / s if s > 0 else np.float32(1)
+            err = np.float32(0)
+            for i in range(gs):
+                L = min(max(_round((row[i] - m) * rs), np.float32(0)), ftop)
+                d = s * L + m - row[i]
+                err += (row[i] * row[i] + msq) * d * d
+            if err < best_err:
+                best_err, best_s, best_m = err, s, m
+        rs = np.float32(1) / best_s if best_s > 0 else np.float32(1)
+        for i in range(gs):
+            codes[g, i] = np.uint8(min(max(_round((row[i] - best_m) * rs), np.float32(0)), ftop))
+        scales[g] = best_s
+        zfs[g] = -(best_s * off + best_m)
+    return codes, scales, zfs
