@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tinyconvert.formats import gptq
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
 from tinyconvert.formats.safetensors_file import open_safetensors
@@ -57,7 +58,18 @@ def open_checkpoint(folder: Path) -> list[TensorRecord]:
                 raise InputError(f"tensor {rec.name!r} appears in both {seen[rec.name]} and {path}")
             seen[rec.name] = str(path)
             records.append(rec)
-    return records
+    gptq_cfg = gptq.read_config(quantization_config(folder))
+    return records if gptq_cfg is None else gptq.group_records(records, gptq_cfg)
+
+
+def quantization_config(folder: Path) -> dict | None:
+    """config.json's quantization_config (an unreadable config.json is the caller's error)."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    qc = cfg.get("quantization_config") if isinstance(cfg, dict) else None
+    return qc if isinstance(qc, dict) else None
 
 
 TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",

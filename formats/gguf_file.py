@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyconvert.formats.errors import InputError
+from tinyconvert.quant.sizes import block_info, type_name
+from tinyconvert.quant.tmac_types import TypeTable
 
 MAGICS = (b"GGUF", b"PWRI")
 VERSIONS = (2, 3)
@@ -77,7 +79,13 @@ class GgufFile:
     ti_end: int
     data_start: int
     file_size: int
+    types: TypeTable = field(default_factory=lambda: TypeTable({}), repr=False)
     _map: mmap.mmap | None = field(default=None, repr=False)
+
+    def type_name(self, ggml_type: int) -> str:
+        """A tensor type's name as this file means it (T-MAC keys change what ids 36-47 mean)."""
+        t = self.types.tmac(ggml_type)
+        return t.name if t is not None else type_name(ggml_type)
 
     def value(self, key: str, default=None):
         f = self.fields.get(key)
@@ -153,7 +161,6 @@ class _Cursor:
 
 
 def _type_info(ggml_type: int):
-    from tinyconvert.quant.sizes import block_info
     return block_info(ggml_type)
 
 
@@ -207,17 +214,21 @@ def _parse(path: Path, buf, size: int, strict_types: bool = True) -> GgufFile:
     align = fields["general.alignment"].value if "general.alignment" in fields else DEFAULT_ALIGNMENT
     if not isinstance(align, int) or align <= 0 or align & (align - 1) or align > 1 << 20:
         raise InputError(f"{path}: general.alignment {align!r} is not a power of two")
+    try:
+        table = TypeTable({k: f.value for k, f in fields.items()})
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
     ti_start = c.pos
-    tensors = [_tensor_info(c, i, strict_types) for i in range(n_tensors)]
+    tensors = [_tensor_info(c, i, strict_types, table) for i in range(n_tensors)]
     data_start = -(-c.pos // align) * align
     if data_start > size and n_tensors:
         raise InputError(f"{path}: data section starts past the end of the file (truncated)")
     _check_tensors(path, tensors, align, data_start, size)
     return GgufFile(path, magic, version, fields, tensors, align, kv_start, ti_start, c.pos,
-                    data_start, size)
+                    data_start, size, table)
 
 
-def _tensor_info(c: _Cursor, i: int, strict_types: bool = True) -> TensorInfo:
+def _tensor_info(c: _Cursor, i: int, strict_types: bool, table: TypeTable) -> TensorInfo:
     name = c.string(f"name of tensor #{i}")
     n_dims = c.scalar("<I", f"dims of {name!r}")
     if not 1 <= n_dims <= MAX_DIMS:
@@ -225,6 +236,12 @@ def _tensor_info(c: _Cursor, i: int, strict_types: bool = True) -> TensorInfo:
     ne = tuple(c.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
     ggml_type = c.scalar("<I", f"type of {name!r}")
     offset = c.scalar("<Q", f"offset of {name!r}")
+    if (tt := table.tmac(ggml_type)) is not None:
+        why = tt.fits_shape(tuple(reversed(ne)))
+        if why is not None:
+            raise InputError(f"{c.path}: tensor {name!r} of T-MAC type {tt.name} cannot have "
+                             f"shape {list(ne)}: {why}")
+        return TensorInfo(name, ne, ggml_type, offset, tt.nbytes(tuple(reversed(ne))))
     try:
         block, type_size = _type_info(ggml_type)
     except KeyError:

@@ -24,8 +24,13 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    return F.linear(x, w, b)                      # w: [out, in] (torch order of GGUF tensors)
+def linear(x: torch.Tensor, w, b: torch.Tensor | None = None) -> torch.Tensor:
+    """w: a tensor [out, in] (torch order of GGUF tensors) or a callable layer (T-MAC's LUT
+    path, runtime.lut.LutLinear)."""
+    if isinstance(w, torch.Tensor):
+        return F.linear(x, w, b)
+    y = w(x)
+    return y + b if b is not None else y
 
 
 @dataclass

@@ -12,6 +12,8 @@ from tinyconvert.quant import qtype_by_id
 from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
 from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
 from tinyconvert.quant.sizes import block_info
+from tinyconvert.quant.tmac_lut import LutWeights
+from tinyconvert.runtime.lut import LutLinear
 
 
 class GgufWeights:
@@ -38,6 +40,9 @@ class GgufWeights:
         if t is None:
             return None
         scale = self.tensors.get(name + SCALE_SUFFIX) if self.int8_group else None
+        if (tt := self.file.types.tmac(t.ggml_type)) is not None:   # LUT path, no dequantizing
+            blob = self.file.tensor_bytes(t)
+            return LutLinear(LutWeights.from_tmac(tt.unpack(blob, t.shape)))
         if scale is not None:        # tinyconvert's grouped INT8: codes times per-group scales
             codes = self.file.tensor_bytes(t).view(np.int8).reshape(-1, t.ne[0])
             s = dequantize(self.file, scale).reshape(codes.shape[0], -1)
@@ -54,6 +59,8 @@ class GgufWeights:
 
 def dequantize(f: GgufFile, t: TensorInfo) -> np.ndarray:
     """float32 in torch order (outermost dimension first), a fresh writable array."""
+    if (tt := f.types.tmac(t.ggml_type)) is not None:
+        return tt.unpack(f.tensor_bytes(t), t.shape).dequantize()
     block, type_size = block_info(t.ggml_type)
     n_rows = t.n_elements // t.ne[0]
     raw = f.tensor_bytes(t).reshape(n_rows, t.ne[0] // block * type_size)

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field, replace
 
 from tinyconvert.encode import to_f32
 from tinyconvert.formats.errors import InputError
-from tinyconvert.mixes import ModelShape, Options, allows_quantization, choose_types, llama_order
+from tinyconvert.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
 from tinyconvert.plan import PlannedTensor
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant import int8_grouped as i8g
+from tinyconvert.tmac_plan import TmacSpec, assign_tmac
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,19 @@ class Target:
     mix: str                                 # a tinyconvert.mixes.RECIPES name
     int8_group: int | None = None
     options: Options = field(default_factory=Options)
+    tmac: TmacSpec | None = None             # T-MAC lookup-table types instead of the mix
+
+    @property
+    def file_type(self) -> int:
+        return self.tmac.qtype.file_type if self.tmac else RECIPES[self.mix][0]
 
 
 def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
            raw_readers: dict | None = None) -> list[PlannedTensor]:
     """planned: tensors as they are now (qtype = current type). raw_readers: name -> reader of
     the current bytes, for tensors that may be copied unchanged (GGUF input)."""
+    if target.tmac:
+        return assign_tmac(planned, target.tmac, target.options)
     if target.int8_group:
         return _int8(planned, target.int8_group, target.options)
     types = choose_types([(p.name, p.shape, p.qtype.name) for p in planned], target.mix, shape,

@@ -87,7 +87,18 @@ def quantize_cmd(
     bits: Optional[int] = typer.Option(None, "-b", "--bits", help="8 (q8_0, or grouped INT8 "
                                        "with --group-size) or 4 (q4_0)"),
     group_size: Optional[int] = typer.Option(None, "--group-size", help="with -b 8: 64, 128 or "
-                                             "256 (tinyconvert layout; llama.cpp cannot run it)"),
+                                             "256 (tinyconvert layout; llama.cpp cannot run it); "
+                                             "with --tmac: 64 or 128"),
+    tmac: bool = typer.Option(False, "--tmac", help="T-MAC lookup-table types (-b 2|4, "
+                              "--group-size 64|128; llama.cpp PR #13206 ids)"),
+    sym: bool = typer.Option(False, "--sym", help="with --tmac: symmetric, no zero points"),
+    tmac_layout: str = typer.Option("canonical", "--tmac-layout", help="canonical (PR #13206) "
+                                    "or kernel (T-MAC's own pipeline; needs --tmac-bm/-kfactor)"),
+    tmac_bm: Optional[int] = typer.Option(None, "--tmac-bm", help="kernel layout tile height"),
+    tmac_kfactor: Optional[int] = typer.Option(None, "--tmac-kfactor", help="kernel layout "
+                                               "tables per k-block (8 or 16)"),
+    tmac_quantizer: str = typer.Option("search", "--tmac-quantizer", help="search (weighted "
+                                       "least-squares scales) or minmax (T-MAC's own)"),
     pure: bool = typer.Option(False, "--pure", help="one type for every tensor, no mix rules"),
     output_tensor_type: Optional[str] = typer.Option(None, "--output-tensor-type"),
     token_embedding_type: Optional[str] = typer.Option(None, "--token-embedding-type"),
@@ -104,7 +115,12 @@ def quantize_cmd(
     """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
     from tinyconvert.formats.errors import InputError
     from tinyconvert.mixes import Options
-    from tinyconvert.quantize import quantize
+    from tinyconvert.quantize import TmacOptions, quantize
+    if not tmac and (sym or tmac_layout != "canonical" or tmac_bm or tmac_kfactor
+                     or tmac_quantizer != "search"):
+        raise InputError("--sym and --tmac-* options go with --tmac")
+    tmac_opts = (TmacOptions(sym, tmac_layout, tmac_bm, tmac_kfactor, tmac_quantizer)
+                 if tmac else None)
     patterns = []
     for item in tensor_type:
         pattern, sep, t = item.rpartition("=")
@@ -115,7 +131,8 @@ def quantize_cmd(
                    token_embedding_type and token_embedding_type.lower(), leave_output_tensor,
                    tuple(patterns))
     res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
-                   threads=threads, allow_requantize=allow_requantize, quiet=quiet)
+                   threads=threads, allow_requantize=allow_requantize, quiet=quiet,
+                   tmac=tmac_opts)
     if res.requantized:
         typer.echo(f"warning: {res.requantized} tensors were already quantized and were "
                    f"dequantized and requantized (quality loss)", err=True)
@@ -126,7 +143,8 @@ def quantize_cmd(
     _print_fallbacks(res.fallbacks)
     if not quiet:
         counts = ", ".join(f"{n} {t}" for t, n in sorted(res.types.items()))
-        label = f"int8, groups of {res.int8_group}" if res.int8_group else res.mix
+        label = (f"int8, groups of {res.int8_group}" if res.int8_group
+                 else res.tmac or res.mix)
         typer.echo(f"wrote {res.path} ({label}): {counts}; {res.bytes_in / 2**20:.1f} MiB -> "
                    f"{res.bytes_out / 2**20:.1f} MiB, {res.bpw:.2f} bits/weight, "
                    f"{len(res.fallbacks)} fallbacks, {res.seconds:.1f}s")

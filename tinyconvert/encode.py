@@ -5,6 +5,7 @@ import numpy as np
 
 from tinyconvert.quant import QuantType
 from tinyconvert.quant.floats import bf16_bits_to_f32
+from tinyconvert.quant.tmac_types import TmacType
 
 
 def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:
@@ -13,9 +14,14 @@ def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:
     return rows.astype(np.float32, copy=False)
 
 
-def encode_rows(rows: np.ndarray, src_dtype: str, qtype: QuantType) -> np.ndarray:
+def encode_rows(rows, src_dtype: str, qtype: QuantType | TmacType):
     """rows: [n, row_len] in the source dtype -> uint8 [n, row_bytes]. src_dtype "RAW": rows are
-    already the target type's bytes (a tensor copied unchanged); "I8": int8 codes."""
+    already the target type's bytes (a tensor copied unchanged); "I8": int8 codes.
+    T-MAC types give (code bytes, tail sections) instead (see TmacType.pack); their rows may also
+    be "TMAC": already quantized TmacWeights (GPTQ import), packed as they are."""
+    if isinstance(qtype, TmacType):
+        t = rows if src_dtype == "TMAC" else qtype.quantize_rows(to_f32(rows, src_dtype))
+        return qtype.pack(t)
     if src_dtype in ("RAW", "I8"):
         out = rows
     elif qtype.name == "f16" and src_dtype == "F16":

@@ -17,14 +17,17 @@ from tinyconvert.arch import gguf_arch_name
 from tinyconvert.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.gptq import read_config as read_gptq_config
 from tinyconvert.formats.vocab import add_vocab, load_vocab
 from tinyconvert.hparams import add_hparams, read_config
 from tinyconvert.hub import resolve_model
 from tinyconvert.metadata import add_general
-from tinyconvert.mixes import RECIPES, ModelShape, recipe
+from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
 from tinyconvert.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.progress import TensorProgress
+from tinyconvert.quant.tmac_types import CANONICAL
 from tinyconvert.stream import stream_tensors
+from tinyconvert.tmac_plan import TmacSpec, file_keys, spec_from_name
 
 CONVERTER_OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 
@@ -78,20 +81,28 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
     outtype = outtype.lower()
+    if target is None and (spec := spec_from_name(outtype)) is not None:
+        from tinyconvert.assign import Target
+        target = Target("f16", tmac=spec)
     if outtype not in CONVERTER_OUTTYPES and target is None:
         try:
             outtype = recipe(outtype)
         except InputError:
             raise InputError(f"unknown --outtype {outtype!r}; valid: "
                              f"{', '.join(CONVERTER_OUTTYPES[:-1])}, auto, or any quantize type: "
-                             f"{', '.join(sorted(set(RECIPES) - set(CONVERTER_OUTTYPES)))}") \
-                from None
+                             f"{', '.join(sorted(set(RECIPES) - set(CONVERTER_OUTTYPES)))}, "
+                             f"or a T-MAC type: {', '.join(CANONICAL)}") from None
     start = time.perf_counter()
     out = Path(out)
     folder = resolve_model(model)
     check_output(out, folder)
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else ("silu",))
     records = open_checkpoint(folder)
+    gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
+    if gptq_cfg is not None:
+        if powerinfer is not None:
+            raise InputError("a GPTQ checkpoint cannot be written as a PowerInfer file")
+        outtype, target = _gptq_target(gptq_cfg, outtype, target)
     if powerinfer is not None:
         from tinyconvert.formats.predictor import predictor_threshold
         from tinyconvert.powerinfer import check_outtype
@@ -107,18 +118,20 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
     for p in planned:
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.qtype.nbytes(p.shape),
-                               raw_dtype=gguf.GGMLQuantizationType(p.qtype.ggml_id))
+                               raw_dtype=p.qtype.ggml_id)     # T-MAC ids are not in gguf-py
     writer.add_type(gguf.GGUFType.MODEL)
     predictor_params = sum(int(np.prod(p.shape)) for p in planned
                            if p.name.endswith((".fc1.weight", ".fc2.weight")))
     add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
                 predictor_params)
     add_hparams(writer, cfg)
-    writer.add_file_type(RECIPES[outtype][0])
+    writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if target is not None and target.int8_group:
         from tinyconvert.quant.int8_grouped import GROUP_KEY
         writer.add_uint32(GROUP_KEY, target.int8_group)
+    if target is not None and target.tmac:
+        _add_keys(writer, file_keys(target.tmac))
     add_vocab(writer, vocab)
     if dense_relu:
         from tinyconvert.powerinfer import ACT_KEY
@@ -136,6 +149,25 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
                          fallbacks, list(vocab.notes), dict(Counter(p.qtype.name for p in planned)),
                          bytes_in, n_params)
+
+
+def _gptq_target(gptq_cfg, outtype: str, target):
+    """GPTQ codes go to the T-MAC type of the same bits, group and zero points, unchanged."""
+    from tinyconvert.assign import Target
+    want = gptq_cfg.qtype.name
+    asked = target.tmac.name if target is not None and target.tmac else outtype
+    if asked not in ("auto", want):
+        raise InputError(f"this GPTQ checkpoint ({gptq_cfg.bits}-bit, group {gptq_cfg.group}"
+                         f"{', symmetric' if gptq_cfg.sym else ''}) converts to {want} without "
+                         f"requantizing; --outtype {asked} is not possible (use auto or {want})")
+    spec = TmacSpec(gptq_cfg.bits, gptq_cfg.group, not gptq_cfg.sym)
+    return want, Target("f16", options=target.options if target else Options(), tmac=spec)
+
+
+def _add_keys(writer: gguf.GGUFWriter, keys: dict) -> None:
+    add = {"str": writer.add_string, "u32": writer.add_uint32, "bool": writer.add_bool}
+    for key, (kind, value) in keys.items():
+        add[kind](key, value)
 
 
 def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, quiet: bool,

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from tinyconvert.formats import gguf_file as gf
-from tinyconvert.quant.sizes import type_name
 
 LONG_ARRAY = 8
 LONG_STRING = 120
@@ -39,7 +38,7 @@ def inspect(path: Path, *, tensors: str | None = None, full: bool = False) -> di
     kinds = defaultdict(lambda: [0, 0, 0])          # type -> [tensors, elements, bytes]
     rows = []
     for t in f.tensors:
-        tname = type_name(t.ggml_type)
+        tname = f.type_name(t.ggml_type)
         k = kinds[tname]
         k[0], k[1], k[2] = k[0] + 1, k[1] + t.n_elements, k[2] + max(t.nbytes, 0)
         if tensors is None or fnmatch.fnmatch(t.name, tensors):

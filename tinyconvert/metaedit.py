@@ -45,6 +45,9 @@ def check_key(key: str) -> None:
                          f"in dot-separated parts)")
     if key in REFUSED:
         raise InputError(f"refusing to edit {key}: {REFUSED[key]}")
+    if key.startswith("tinyconvert.tmac."):
+        raise InputError(f"refusing to edit {key}: the tinyconvert.tmac.* keys say what the "
+                         f"file's T-MAC tensor type ids mean; without them the tensors misread")
 
 
 def parse_type(text: str) -> tuple[int, int | None]:

@@ -2,7 +2,7 @@
 header alone, before any data is read, so the GGUF header can be written first."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -57,6 +57,34 @@ def _with_permute(read_rows, head_rows: int):
     return lambda r0, r1: permute_qk(read_rows(r0, r1), (r1 - r0) // head_rows)
 
 
+def _permute_tmac(read_rows, head_rows: int):
+    """The same row permutation applied to codes, scales and zero points (all indexed by row)."""
+    def rows(r0, r1):
+        t, heads = read_rows(r0, r1), (r1 - r0) // head_rows
+        zf = None if t.zf is None else permute_qk(t.zf, heads)
+        return replace(t, q=permute_qk(t.q, heads), scales=permute_qk(t.scales, heads), zf=zf)
+    return rows
+
+
+def _permuted(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord, wrap):
+    """(row reader, row alignment), with llama's Q/K permutation where the tensor needs it."""
+    heads = mapper.permute_heads(rec.name, cfg.n_head, cfg.n_kv_head)
+    if heads is None:
+        return rec.read_rows, 1
+    if rec.shape[0] % (2 * heads):
+        raise InputError(f"tensor {rec.name!r} shape {rec.shape} cannot be split into "
+                         f"{heads} heads for the Q/K permutation")
+    align = rec.shape[0] // heads
+    return wrap(rec.read_rows, align), align
+
+
+def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> PlannedTensor:
+    from tinyconvert.formats.gptq import read_config
+    qtype = read_config(cfg.raw.get("quantization_config")).qtype
+    read_rows, align = _permuted(cfg, mapper, rec, _permute_tmac)
+    return PlannedTensor(mapper.gguf_name(rec.name), rec.shape, qtype, read_rows, "TMAC", align)
+
+
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
@@ -65,18 +93,14 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
             continue
         if cfg.tied and rec.name == "lm_head.weight":
             continue        # tied: llama.cpp reuses token_embd; no output.weight is written
+        if rec.dtype == "TMAC":           # GPTQ codes, carried over as T-MAC tensors
+            planned.append(_tmac_tensor(cfg, mapper, rec))
+            continue
         if rec.dtype not in FLOAT_SOURCES:
             raise InputError(f"tensor {rec.name!r} has dtype {rec.dtype}; only F32/F16/BF16 "
                              f"checkpoints are supported")
         name = mapper.gguf_name(rec.name)
-        read_rows, align = rec.read_rows, 1
-        heads = mapper.permute_heads(rec.name, cfg.n_head, cfg.n_kv_head)
-        if heads is not None:
-            if rec.shape[0] % (2 * heads):
-                raise InputError(f"tensor {rec.name!r} shape {rec.shape} cannot be split into "
-                                 f"{heads} heads for the Q/K permutation")
-            align = rec.shape[0] // heads
-            read_rows = _with_permute(read_rows, align)
+        read_rows, align = _permuted(cfg, mapper, rec, _with_permute)
         qtype, fallback = choose_qtype(name, rec.shape, outtype)
         planned.append(PlannedTensor(name, rec.shape, qtype, read_rows, rec.dtype, align,
                                      fallback))

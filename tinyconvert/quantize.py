@@ -16,18 +16,30 @@ from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
-from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
+from tinyconvert.mixes import ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
 from tinyconvert.plan import PlannedTensor
 from tinyconvert.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g
-from tinyconvert.quant.sizes import block_info, type_name
+from tinyconvert.quant import tmac_types as tmac_keys
+from tinyconvert.quant.sizes import block_info
 from tinyconvert.stream import stream_tensors
+from tinyconvert.tmac_plan import file_keys, make_spec, spec_from_name
 
 BITS = {8: "q8_0", 4: "q4_0"}
+
+
+@dataclass(frozen=True)
+class TmacOptions:
+    """quantize --tmac: -b and --group-size give bits and group; these the rest."""
+    sym: bool = False
+    layout: str = "canonical"
+    bm: int | None = None
+    kfactor: int | None = None
+    method: str = "search"
 DROPPED_KEYS = ("general.file_type", "general.quantization_version", "split.no", "split.count",
-                "split.tensors.count", i8g.GROUP_KEY)
+                "split.tensors.count", i8g.GROUP_KEY, *tmac_keys.ALL_KEYS)
 
 
 @dataclass
@@ -43,6 +55,7 @@ class QuantizeResult:
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
     requantized: int = 0
     int8_group: int | None = None
+    tmac: str | None = None                  # the T-MAC type asked for
 
     @property
     def bpw(self) -> float:
@@ -50,7 +63,15 @@ class QuantizeResult:
 
 
 def resolve_target(qtype: str | None, bits: int | None, group_size: int | None,
-                   options: Options) -> Target:
+                   options: Options, tmac: TmacOptions | None = None) -> Target:
+    if tmac is not None:
+        if qtype is not None:
+            raise InputError("--tmac takes -b and --group-size, not --type")
+        spec = make_spec(bits, group_size, tmac.sym, tmac.layout, tmac.bm, tmac.kfactor,
+                         tmac.method)
+        return Target("f16", None, options, spec)
+    if qtype is not None and (spec := spec_from_name(qtype)) is not None:
+        return Target("f16", None, options, spec)
     if (qtype is None) == (bits is None):
         raise InputError("give exactly one of --type TYPE or -b BITS")
     if bits is not None and bits not in BITS:
@@ -85,10 +106,12 @@ def gguf_plan(f: gf.GgufFile, fd: int):
     planned, raw = [], {}
     for t in f.tensors:
         try:
+            if f.types.tmac(t.ggml_type):
+                raise KeyError
             cur = qtype_by_id(t.ggml_type)
         except KeyError:
-            raise InputError(f"{f.path}: tensor {t.name} has type {type_name(t.ggml_type)}, "
-                             f"which tinyconvert cannot read") from None
+            raise InputError(f"{f.path}: tensor {t.name} has type {f.type_name(t.ggml_type)}, "
+                             f"which tinyconvert cannot requantize") from None
         row_len = rows_and_len(t.shape)[1]            # the plan's rows (1-D: one element)
         block, type_size = block_info(t.ggml_type)
         if row_len % block:
@@ -126,8 +149,9 @@ def _shape(f: gf.GgufFile) -> ModelShape:
 
 def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,
              group_size: int | None = None, options: Options = Options(), threads: int = 2,
-             allow_requantize: bool = False, quiet: bool = False) -> QuantizeResult:
-    target = resolve_target(qtype, bits, group_size, options)
+             allow_requantize: bool = False, quiet: bool = False,
+             tmac: TmacOptions | None = None) -> QuantizeResult:
+    target = resolve_target(qtype, bits, group_size, options, tmac)
     out = Path(out)
     if not Path(inp).is_file():
         from tinyconvert.hf2gguf import hf2gguf
@@ -135,7 +159,7 @@ def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int 
                       threads=threads)
         return QuantizeResult(res.path, str(res.source), target.mix, res.types, res.bytes_in,
                               res.n_bytes, res.n_params, res.seconds, res.fallbacks, 0,
-                              target.int8_group)
+                              target.int8_group, target.tmac and target.tmac.name)
     return _quantize_gguf(Path(inp), out, target, threads, allow_requantize, quiet)
 
 
@@ -172,13 +196,20 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, st
                           f.file_size, out.stat().st_size, sum(t.n_elements for t in f.tensors),
                           time.perf_counter() - start,
                           [(p.name, p.fallback_from, p.qtype.name) for p in final
-                           if p.fallback_from], len(requant), target.int8_group)
+                           if p.fallback_from], len(requant), target.int8_group,
+                          target.tmac and target.tmac.name)
 
 
 def _entries(f: gf.GgufFile, target: Target) -> list[bytes]:
     entries = copy_entries(f, DROPPED_KEYS)
     entries.append(encode_entry("general.quantization_version", gf.U32, 2))
-    entries.append(encode_entry("general.file_type", gf.U32, RECIPES[target.mix][0]))
+    entries.append(encode_entry("general.file_type", gf.U32, target.file_type))
     if target.int8_group:
         entries.append(encode_entry(i8g.GROUP_KEY, gf.U32, target.int8_group))
+    if target.tmac:
+        for key, (kind, value) in file_keys(target.tmac).items():
+            entries.append(encode_entry(key, KEY_TYPES[kind], value))
     return entries
+
+
+KEY_TYPES = {"str": gf.STRING, "u32": gf.U32, "bool": gf.BOOL}

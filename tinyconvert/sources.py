@@ -52,7 +52,10 @@ def hf_source(folder: Path) -> ModelSource:
         p = planned.get(name)
         if p is None:
             return None
-        return torch.from_numpy(to_f32(p.read_rows(0, p.n_rows), p.src_dtype).reshape(p.shape))
+        rows = p.read_rows(0, p.n_rows)
+        if p.src_dtype == "TMAC":         # GPTQ: the checkpoint's own dequantized weights
+            return torch.from_numpy(rows.dequantize())
+        return torch.from_numpy(to_f32(rows, p.src_dtype).reshape(p.shape))
     return ModelSource("hf", folder, hparams_from_config(cfg), get, list(planned))
 
 

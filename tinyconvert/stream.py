@@ -26,17 +26,27 @@ def _encode(p: PlannedTensor, r0: int, r1: int) -> np.ndarray:
     return encode_rows(p.read_rows(r0, r1), p.src_dtype, p.qtype)
 
 
+def _write(f, data: np.ndarray) -> int:
+    f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+    return data.nbytes
+
+
 def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
                    threads: int = 1) -> None:
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for p in planned:
             f.write(bytes(-f.tell() % alignment))
-            written = 0
+            written, tails = 0, []
             parts = (pool.map(lambda rr, p=p: _encode(p, *rr), chunks(p, threads))
                      if threads > 1 else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
             for data in parts:
-                f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
-                written += data.nbytes
+                if isinstance(data, tuple):          # T-MAC: codes now, sections at the end
+                    data, more = data
+                    tails.append(more)
+                written += _write(f, data)
+            for section in zip(*tails):              # each section's chunks in row order
+                for part in section:
+                    written += _write(f, part)
             if written != p.qtype.nbytes(p.shape):
                 raise RuntimeError(f"{p.name}: wrote {written} bytes, planned "
                                    f"{p.qtype.nbytes(p.shape)}")

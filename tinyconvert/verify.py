@@ -22,6 +22,8 @@ MAX_KLD_BY_FILE_TYPE = {0: 1e-4, 1: 2e-3, 32: 2e-3, 7: 0.02, 18: 0.05, 17: 0.08,
                         9: 0.12, 8: 0.12, 15: 0.15, 14: 0.2, 3: 0.25, 2: 0.3, 13: 0.35,
                         12: 0.4, 11: 0.6, 10: 1.0}
 DEFAULT_MAX_KLD = 1.0
+# T-MAC files (their file type ids mean other types upstream): by bits per weight
+MAX_KLD_BY_TMAC_BITS = {4: 0.5, 3: 1.0, 2: 4.0, 1: 6.0}
 
 
 @dataclass
@@ -167,8 +169,7 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     stats = metrics.summarize(parts)
     kld_values = stats.pop("kld_values")
     layers = [sum(col) / len(col) for col in zip(*layer_sums)] if layer_sums else []
-    limit = max_kld if max_kld is not None else MAX_KLD_BY_FILE_TYPE.get(
-        cand.fields.get("general.file_type"), DEFAULT_MAX_KLD)
+    limit = max_kld if max_kld is not None else _default_limit(cand.fields)
     sparse = None
     if counter is not None and skip_parts:
         skip = metrics.summarize(skip_parts)
@@ -176,6 +177,13 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
                   "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
                         kld_values, sparse)
+
+
+def _default_limit(fields: dict) -> float:
+    from tinyconvert.quant.tmac_types import BITS_KEY
+    if BITS_KEY in fields:
+        return MAX_KLD_BY_TMAC_BITS.get(fields[BITS_KEY], DEFAULT_MAX_KLD)
+    return MAX_KLD_BY_FILE_TYPE.get(fields.get("general.file_type"), DEFAULT_MAX_KLD)
 
 
 def _check_compatible(ref: ModelSource, cand: ModelSource) -> None:
