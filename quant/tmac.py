@@ -131,8 +131,16 @@ def pack_canonical(t: TmacWeights) -> bytes:
 def unpack_canonical(blob: bytes, M: int, K: int, bits: int, group: int,
                      zero_point: bool) -> TmacWeights:
     nq = M * K * bits // 8
-    flat = np.unpackbits(np.frombuffer(blob, np.uint8, nq))[: M * K * bits]
-    q = (flat.reshape(M, K, bits) << np.arange(bits - 1, -1, -1)).sum(-1).astype(np.uint8)
+    raw = np.frombuffer(blob, np.uint8, nq)
+    if 8 % bits == 0:                           # whole codes per byte (pack_codes' fast path)
+        per, mask = 8 // bits, np.uint8((1 << bits) - 1)
+        q = np.empty((nq, per), np.uint8)
+        for i in range(per):
+            q[:, i] = (raw >> np.uint8(8 - bits * (i + 1))) & mask
+        q = q.reshape(M, K)
+    else:
+        flat = np.unpackbits(raw)[: M * K * bits]
+        q = (flat.reshape(M, K, bits) << np.arange(bits - 1, -1, -1)).sum(-1).astype(np.uint8)
     ns = M * (K // group)
     s = np.frombuffer(blob, "<f4", ns, nq).reshape(M, K // group).copy()
     zf = (np.frombuffer(blob, "<f4", ns, nq + 4 * ns).reshape(M, K // group).copy()

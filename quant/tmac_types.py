@@ -166,7 +166,11 @@ class TypeTable:
         if not all(isinstance(v, int) and 0 < v <= 1 << 16 for v in
                    (tile.bm, tile.kfactor, tile.simd_in, tile.simd_out, values[GROUP_KEY])):
             raise ValueError("T-MAC kernel layout keys out of range")
-        t = kernel_type(values[BITS_KEY], values[GROUP_KEY], bool(values[ZERO_POINT_KEY]), tile)
+        try:
+            t = kernel_type(values[BITS_KEY], values[GROUP_KEY], bool(values[ZERO_POINT_KEY]),
+                            tile)
+        except KeyError as e:
+            raise ValueError(str(e).strip('"')) from None
         self.by_id = {t.ggml_id: t}
 
     def tmac(self, ggml_id: int) -> TmacType | None:

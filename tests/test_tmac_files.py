@@ -267,3 +267,17 @@ def test_set_metadata_keeps_the_tmac_keys(tiny_model, tmp_path, args):
     r = CliRunner().invoke(app, ["set-metadata", str(out), *args])
     assert r.exit_code == 2 and "tinyconvert.tmac" in r.output, r.output
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("values", [
+    {tt.LAYOUT_KEY: 7},
+    {tt.LAYOUT_KEY: "kernel", tt.BITS_KEY: 9, tt.GROUP_KEY: 64, tt.ZERO_POINT_KEY: True,
+     tt.BM_KEY: 256, tt.KFACTOR_KEY: 16},
+    {tt.LAYOUT_KEY: "kernel", tt.BITS_KEY: 2, tt.GROUP_KEY: 64, tt.ZERO_POINT_KEY: True,
+     tt.BM_KEY: 0, tt.KFACTOR_KEY: 16},
+    {tt.LAYOUT_KEY: "kernel", tt.BITS_KEY: 2},
+])
+def test_hostile_tmac_keys_are_value_errors(values):
+    """The reader turns these into one-line InputErrors (gguf_file catches ValueError)."""
+    with pytest.raises(ValueError):
+        tt.TypeTable(values)
