@@ -22,8 +22,8 @@ G = tmac.G
 
 @dataclass(frozen=True)
 class LutWeights:
-    idx: np.ndarray          # uint8 [bits, M, K/8]: table j's index in the low nibble of byte
-                             # j/2 for even j, the high nibble for odd j
+    idx: np.ndarray          # uint8 [M, K/8, bits]: table j's index in the low nibble of byte
+                             # j/2 for even j, the high nibble for odd j; bit planes together
     scales: np.ndarray       # float32 [M, K/group]
     zf: np.ndarray | None    # float32 [M, K/group]
     bits: int
@@ -31,7 +31,7 @@ class LutWeights:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.idx.shape[1], self.idx.shape[2] * 2 * G
+        return self.idx.shape[0], self.idx.shape[1] * 2 * G
 
     @property
     def act_group(self) -> int:
@@ -53,13 +53,14 @@ class LutWeights:
                 -1, dtype=np.uint8)                                              # [M, K/4]
             planes.append(nib[:, 0::2] | (nib[:, 1::2] << 4))
         zf = None if t.zf is None else np.ascontiguousarray(t.zf, np.float32)
-        return cls(np.ascontiguousarray(np.stack(planes)), np.ascontiguousarray(t.scales,
-                   np.float32), zf, t.bits, t.group)
+        return cls(np.ascontiguousarray(np.stack(planes, axis=-1)), np.ascontiguousarray(
+            t.scales, np.float32), zf, t.bits, t.group)
 
     def to_tmac(self) -> tmac.TmacWeights:
         M, K = self.shape
+        planes = np.moveaxis(self.idx, -1, 0)                                   # [b, M, K/8]
         nib = np.empty((self.bits, M, K // G), np.uint8)
-        nib[..., 0::2], nib[..., 1::2] = self.idx & 15, self.idx >> 4
+        nib[..., 0::2], nib[..., 1::2] = planes & 15, planes >> 4
         bits = (nib[..., None] >> np.arange(G, dtype=np.uint8)) & 1               # [b, M, K/4, 4]
         q = (bits.reshape(self.bits, M, K) << np.arange(self.bits, dtype=np.uint8)[:, None, None])
         return tmac.TmacWeights(q.sum(0, dtype=np.uint8), self.scales, self.zf, self.bits,
