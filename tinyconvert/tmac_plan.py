@@ -8,6 +8,7 @@ zero-point convention (canonical layout), else F16, and is reported as a fallbac
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from math import lcm
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.mixes import Options, allows_quantization, llama_order
@@ -91,11 +92,6 @@ def _target_type(p: PlannedTensor, spec: TmacSpec) -> tuple[object, str | None]:
     return get_qtype("f16"), want.name
 
 
-def _lcm(a: int, b: int) -> int:
-    from math import lcm
-    return lcm(a, b)
-
-
 def assign_tmac(planned: list[PlannedTensor], spec: TmacSpec,
                 opts: Options = Options()) -> list[PlannedTensor]:
     out = []
@@ -108,7 +104,7 @@ def assign_tmac(planned: list[PlannedTensor], spec: TmacSpec,
             out.append(p if p.qtype.name == "f32" else replace(p, qtype=get_qtype("f32")))
         else:
             qtype, wanted = _target_type(p, spec)
-            align = _lcm(p.align, getattr(qtype, "row_align", 1))
+            align = lcm(p.align, getattr(qtype, "row_align", 1))
             out.append(replace(p, qtype=qtype, fallback_from=wanted, align=align))
     return out
 
