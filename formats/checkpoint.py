@@ -48,7 +48,9 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
     return shards
 
 
-def open_checkpoint(folder: Path) -> list[TensorRecord]:
+def open_checkpoint(folder: Path, quantization_config: dict | None = None) -> list[TensorRecord]:
+    """quantization_config: config.json's, when the checkpoint is quantized (GPTQ layers then
+    come as one T-MAC record each, see formats/gptq.py)."""
     records: list[TensorRecord] = []
     seen: dict[str, str] = {}
     for path in checkpoint_files(folder):
@@ -58,18 +60,8 @@ def open_checkpoint(folder: Path) -> list[TensorRecord]:
                 raise InputError(f"tensor {rec.name!r} appears in both {seen[rec.name]} and {path}")
             seen[rec.name] = str(path)
             records.append(rec)
-    gptq_cfg = gptq.read_config(quantization_config(folder))
+    gptq_cfg = gptq.read_config(quantization_config)
     return records if gptq_cfg is None else gptq.group_records(records, gptq_cfg)
-
-
-def quantization_config(folder: Path) -> dict | None:
-    """config.json's quantization_config (an unreadable config.json is the caller's error)."""
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    qc = cfg.get("quantization_config") if isinstance(cfg, dict) else None
-    return qc if isinstance(qc, dict) else None
 
 
 TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",

@@ -160,10 +160,6 @@ class _Cursor:
         return [self.value(sub, what, depth + 1) for _ in range(count)]
 
 
-def _type_info(ggml_type: int):
-    return block_info(ggml_type)
-
-
 def read_gguf(path: Path | str, *, strict_types: bool = True) -> GgufFile:
     """strict_types=False accepts tensor type ids we do not know (their size is then unknown
     and not checked); metadata editing needs only to carry such tensors over unchanged."""
@@ -243,7 +239,7 @@ def _tensor_info(c: _Cursor, i: int, strict_types: bool, table: TypeTable) -> Te
                              f"shape {list(ne)}: {why}")
         return TensorInfo(name, ne, ggml_type, offset, tt.nbytes(tuple(reversed(ne))))
     try:
-        block, type_size = _type_info(ggml_type)
+        block, type_size = block_info(ggml_type)
     except KeyError:
         if strict_types:
             raise InputError(f"{c.path}: tensor {name!r} has unknown type id {ggml_type}") from None

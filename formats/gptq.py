@@ -7,8 +7,8 @@ Per linear layer P the checkpoint holds (n = bits, gs = group size, W is [M out,
     P.g_idx    int32 [K]            group of each input column (k // gs unless act-order)
     w[m, k] = s[g, m] (q[m, k] - z[g, m]),  g = g_idx[k]
 AutoGPTQ ("v1") files store z - 1; gptqmodel ("v2") files store z. T-MAC's form: w = s (q - 2^(n-1))
-- zf with zf = (z - 2^(n-1)) s. Each triple becomes one record `P.weight` of dtype "TMAC" whose rows
-are TmacWeights.
+- zf with zf = (z - 2^(n-1)) s. Each triple becomes one record `P.weight` whose dtype is the T-MAC
+type's name (e.g. "tmac_w4g128_1") and whose rows are TmacWeights.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class GptqConfig:
 
 def read_config(qc: dict) -> GptqConfig | None:
     """None for an unquantized checkpoint; an error for quantization we cannot carry over."""
-    if not qc:
+    if not isinstance(qc, dict) or not qc:
         return None
     method = str(qc.get("quant_method", "")).lower()
     if method != "gptq":
@@ -114,7 +114,7 @@ def _record(prefix: str, parts: dict[str, TensorRecord], cfg: GptqConfig) -> Ten
                 cache["served"] = 0
         zf = None if t.zf is None else t.zf[r0:r1]
         return tmac.TmacWeights(t.q[r0:r1], t.scales[r0:r1], zf, t.bits, t.group)
-    return TensorRecord(name, (M, K), "TMAC", read_rows, parts["qweight"].source)
+    return TensorRecord(name, (M, K), cfg.qtype.name, read_rows, parts["qweight"].source)
 
 
 def group_records(records: list[TensorRecord], cfg: GptqConfig) -> list[TensorRecord]:

@@ -39,10 +39,9 @@ class GgufWeights:
         t = self.tensors.get(name)
         if t is None:
             return None
-        scale = self.tensors.get(name + SCALE_SUFFIX) if self.int8_group else None
         if (tt := self.file.types.tmac(t.ggml_type)) is not None:   # LUT path, no dequantizing
-            blob = self.file.tensor_bytes(t)
-            return LutLinear(LutWeights.from_tmac(tt.unpack(blob, t.shape)))
+            return LutLinear(LutWeights.from_tmac(tt.unpack(self.file.tensor_bytes(t), t.shape)))
+        scale = self.tensors.get(name + SCALE_SUFFIX) if self.int8_group else None
         if scale is not None:        # tinyconvert's grouped INT8: codes times per-group scales
             codes = self.file.tensor_bytes(t).view(np.int8).reshape(-1, t.ne[0])
             s = dequantize(self.file, scale).reshape(codes.shape[0], -1)

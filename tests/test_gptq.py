@@ -12,9 +12,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
-from tests.support import tiny
-from tests.test_tiny_models import make_tokenizer
-from tests.test_tmac_files import N_HEAD, N_KV, decode_canonical, hf_rows_in_gguf_order
+from tests.test_tmac_files import build_tiny, decode_canonical, hf_rows_in_gguf_order
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.hf2gguf import hf2gguf
@@ -77,11 +75,7 @@ def make_gptq(src, dst, *, bits, group, sym, v2, desc_act=False, seed=0):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gptq_base")
-    make_tokenizer(d, "gpt-2")
-    tiny.build_model(d, "llama", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
-                     num_attention_heads=N_HEAD, n_kv_head=N_KV)
-    return d
+    return build_tiny(tmp_path_factory.mktemp("gptq_base"))
 
 
 def _copy(base, dst):

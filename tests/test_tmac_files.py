@@ -55,13 +55,17 @@ def decode_canonical(blob: np.ndarray, M: int, K: int, bits: int, group: int, zp
     return codes.reshape(M, K), rest[:n].reshape(M, -1), (rest[n:].reshape(M, -1) if zp else None)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tmac")
+def build_tiny(d):
+    """A 2-layer llama whose rows (256, 384) every T-MAC group size divides."""
     make_tokenizer(d, "gpt-2")
     tiny.build_model(d, "llama", hidden_size=256, intermediate_size=384, num_hidden_layers=2,
                      num_attention_heads=N_HEAD, n_kv_head=N_KV)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tmac"))
 
 
 @pytest.mark.parametrize("qname", ["tmac_w4g128_1", "tmac_w2g64_0", "tmac_w4g64_0",

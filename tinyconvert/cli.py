@@ -92,13 +92,15 @@ def quantize_cmd(
     tmac: bool = typer.Option(False, "--tmac", help="T-MAC lookup-table types (-b 2|4, "
                               "--group-size 64|128; llama.cpp PR #13206 ids)"),
     sym: bool = typer.Option(False, "--sym", help="with --tmac: symmetric, no zero points"),
-    tmac_layout: str = typer.Option("canonical", "--tmac-layout", help="canonical (PR #13206) "
-                                    "or kernel (T-MAC's own pipeline; needs --tmac-bm/-kfactor)"),
+    tmac_layout: Optional[str] = typer.Option(None, "--tmac-layout", help="canonical (PR "
+                                              "#13206, default) or kernel (T-MAC's own "
+                                              "pipeline; needs --tmac-bm/-kfactor)"),
     tmac_bm: Optional[int] = typer.Option(None, "--tmac-bm", help="kernel layout tile height"),
     tmac_kfactor: Optional[int] = typer.Option(None, "--tmac-kfactor", help="kernel layout "
                                                "tables per k-block (8 or 16)"),
-    tmac_quantizer: str = typer.Option("search", "--tmac-quantizer", help="search (weighted "
-                                       "least-squares scales) or minmax (T-MAC's own)"),
+    tmac_quantizer: Optional[str] = typer.Option(None, "--tmac-quantizer", help="search "
+                                                 "(weighted least-squares scales, default) or "
+                                                 "minmax (T-MAC's own)"),
     pure: bool = typer.Option(False, "--pure", help="one type for every tensor, no mix rules"),
     output_tensor_type: Optional[str] = typer.Option(None, "--output-tensor-type"),
     token_embedding_type: Optional[str] = typer.Option(None, "--token-embedding-type"),
@@ -116,11 +118,11 @@ def quantize_cmd(
     from tinyconvert.formats.errors import InputError
     from tinyconvert.mixes import Options
     from tinyconvert.quantize import TmacOptions, quantize
-    if not tmac and (sym or tmac_layout != "canonical" or tmac_bm or tmac_kfactor
-                     or tmac_quantizer != "search"):
+    given = {k: v for k, v in dict(layout=tmac_layout, bm=tmac_bm, kfactor=tmac_kfactor,
+                                   method=tmac_quantizer).items() if v is not None}
+    if not tmac and (sym or given):
         raise InputError("--sym and --tmac-* options go with --tmac")
-    tmac_opts = (TmacOptions(sym, tmac_layout, tmac_bm, tmac_kfactor, tmac_quantizer)
-                 if tmac else None)
+    tmac_opts = TmacOptions(sym=sym, **given) if tmac else None
     patterns = []
     for item in tensor_type:
         pattern, sep, t = item.rpartition("=")

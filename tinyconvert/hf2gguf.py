@@ -97,8 +97,8 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     folder = resolve_model(model)
     check_output(out, folder)
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else ("silu",))
-    records = open_checkpoint(folder)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
+    records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
     if gptq_cfg is not None:
         if powerinfer is not None:
             raise InputError("a GPTQ checkpoint cannot be written as a PowerInfer file")
@@ -131,7 +131,8 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         from tinyconvert.quant.int8_grouped import GROUP_KEY
         writer.add_uint32(GROUP_KEY, target.int8_group)
     if target is not None and target.tmac:
-        _add_keys(writer, file_keys(target.tmac))
+        for key, (vtype, value) in file_keys(target.tmac).items():
+            writer.add_key_value(key, value, gguf.GGUFValueType(vtype))
     add_vocab(writer, vocab)
     if dense_relu:
         from tinyconvert.powerinfer import ACT_KEY
@@ -162,12 +163,6 @@ def _gptq_target(gptq_cfg, outtype: str, target):
                          f"requantizing; --outtype {asked} is not possible (use auto or {want})")
     spec = TmacSpec(gptq_cfg.bits, gptq_cfg.group, not gptq_cfg.sym)
     return want, Target("f16", options=target.options if target else Options(), tmac=spec)
-
-
-def _add_keys(writer: gguf.GGUFWriter, keys: dict) -> None:
-    add = {"str": writer.add_string, "u32": writer.add_uint32, "bool": writer.add_bool}
-    for key, (kind, value) in keys.items():
-        add[kind](key, value)
 
 
 def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, quiet: bool,

@@ -14,6 +14,7 @@ import gguf
 
 from tinyconvert.hparams import ModelConfig, llama3_rope_freqs
 from tinyconvert.quant import QuantType, get_qtype
+from tinyconvert.quant.tmac_types import CANONICAL
 
 FLOAT_SOURCES = ("F32", "F16", "BF16")
 
@@ -79,8 +80,7 @@ def _permuted(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord, wrap):
 
 
 def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> PlannedTensor:
-    from tinyconvert.formats.gptq import read_config
-    qtype = read_config(cfg.raw.get("quantization_config")).qtype
+    qtype = CANONICAL[rec.dtype]
     read_rows, align = _permuted(cfg, mapper, rec, _permute_tmac)
     return PlannedTensor(mapper.gguf_name(rec.name), rec.shape, qtype, read_rows, "TMAC", align)
 
@@ -93,7 +93,7 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
             continue
         if cfg.tied and rec.name == "lm_head.weight":
             continue        # tied: llama.cpp reuses token_embd; no output.weight is written
-        if rec.dtype == "TMAC":           # GPTQ codes, carried over as T-MAC tensors
+        if rec.dtype in CANONICAL:        # GPTQ codes, carried over as T-MAC tensors
             planned.append(_tmac_tensor(cfg, mapper, rec))
             continue
         if rec.dtype not in FLOAT_SOURCES:

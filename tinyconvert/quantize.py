@@ -25,19 +25,22 @@ from tinyconvert.quant import int8_grouped as i8g
 from tinyconvert.quant import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
 from tinyconvert.stream import stream_tensors
-from tinyconvert.tmac_plan import file_keys, make_spec, spec_from_name
+from tinyconvert.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
 
 BITS = {8: "q8_0", 4: "q4_0"}
 
 
 @dataclass(frozen=True)
 class TmacOptions:
-    """quantize --tmac: -b and --group-size give bits and group; these the rest."""
-    sym: bool = False
-    layout: str = "canonical"
+    """quantize --tmac: -b and --group-size give bits and group; these the rest (defaults are
+    TmacSpec's)."""
+    sym: bool = not TmacSpec.zero_point
+    layout: str = TmacSpec.layout
     bm: int | None = None
     kfactor: int | None = None
-    method: str = "search"
+    method: str = TmacSpec.method
+
+
 DROPPED_KEYS = ("general.file_type", "general.quantization_version", "split.no", "split.count",
                 "split.tensors.count", i8g.GROUP_KEY, *tmac_keys.ALL_KEYS)
 
@@ -100,18 +103,24 @@ def get_qtype_or_error(name: str):
         raise InputError(str(e).strip('"')) from None
 
 
+def _current_type(f: gf.GgufFile, t: gf.TensorInfo):
+    """The registry type a tensor is stored in; T-MAC tensors and types we only read (IQ*, ...)
+    cannot be requantized."""
+    if f.types.tmac(t.ggml_type) is None:
+        try:
+            return qtype_by_id(t.ggml_type)
+        except KeyError:
+            pass
+    raise InputError(f"{f.path}: tensor {t.name} has type {f.type_name(t.ggml_type)}, which "
+                     f"tinyconvert cannot requantize")
+
+
 def gguf_plan(f: gf.GgufFile, fd: int):
     """Readers use pread, not the file map: pages of a map stay in this process's memory, so a
     large input would make the peak grow with the model."""
     planned, raw = [], {}
     for t in f.tensors:
-        try:
-            if f.types.tmac(t.ggml_type):
-                raise KeyError
-            cur = qtype_by_id(t.ggml_type)
-        except KeyError:
-            raise InputError(f"{f.path}: tensor {t.name} has type {f.type_name(t.ggml_type)}, "
-                             f"which tinyconvert cannot requantize") from None
+        cur = _current_type(f, t)
         row_len = rows_and_len(t.shape)[1]            # the plan's rows (1-D: one element)
         block, type_size = block_info(t.ggml_type)
         if row_len % block:
@@ -207,9 +216,6 @@ def _entries(f: gf.GgufFile, target: Target) -> list[bytes]:
     if target.int8_group:
         entries.append(encode_entry(i8g.GROUP_KEY, gf.U32, target.int8_group))
     if target.tmac:
-        for key, (kind, value) in file_keys(target.tmac).items():
-            entries.append(encode_entry(key, KEY_TYPES[kind], value))
+        entries += [encode_entry(key, vtype, value)
+                    for key, (vtype, value) in file_keys(target.tmac).items()]
     return entries
-
-
-KEY_TYPES = {"str": gf.STRING, "u32": gf.U32, "bool": gf.BOOL}

@@ -45,8 +45,8 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
 def hf_source(folder: Path) -> ModelSource:
     import torch
     cfg = read_config(folder, acts=RUNTIME_ACTS)
-    planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, open_checkpoint(folder),
-                                                                     "f32")}
+    records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
+    planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, records, "f32")}
 
     def get(name: str):
         p = planned.get(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from math import lcm
 
+from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.mixes import Options, allows_quantization, llama_order
 from tinyconvert.plan import PlannedTensor
@@ -47,7 +48,7 @@ class TmacSpec:
 
 
 def make_spec(bits: int | None, group: int | None, sym: bool, layout: str, bm: int | None,
-              kfactor: int | None, method: str = "search") -> TmacSpec:
+              kfactor: int | None, method: str) -> TmacSpec:
     """The CLI's --tmac options, checked."""
     if method not in METHODS:
         raise InputError(f"--tmac-quantizer {method!r} is not known; valid: {', '.join(METHODS)}")
@@ -109,5 +110,9 @@ def assign_tmac(planned: list[PlannedTensor], spec: TmacSpec,
     return out
 
 
-def file_keys(spec: TmacSpec) -> dict[str, tuple[str, object]]:
-    return tt.keys_for(spec.qtype)
+VALUE_TYPES = {"str": gf.STRING, "u32": gf.U32, "bool": gf.BOOL}
+
+
+def file_keys(spec: TmacSpec) -> dict[str, tuple[int, object]]:
+    """key -> (GGUF value type id, value) for the file's tinyconvert.tmac.* keys."""
+    return {k: (VALUE_TYPES[kind], v) for k, (kind, v) in tt.keys_for(spec.qtype).items()}

@@ -12,13 +12,14 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from tests.benchmarks.measure import timed  # noqa: E402
 
 
 def make_big_gguf(path: Path, gib: float) -> None:
@@ -46,11 +47,6 @@ def copy_and_sync(src: Path, dst: Path) -> None:
     with open(dst, "rb+") as f:
         os.fsync(f.fileno())
 
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
+from tests.benchmarks.measure import timed  # noqa: E402
 from tinyconvert.quant import tmac  # noqa: E402
 from tinyconvert.quant.tmac_lut import LutWeights  # noqa: E402
 from tinyconvert.runtime.lut import LutLinear  # noqa: E402
@@ -30,11 +30,6 @@ from tinyconvert.runtime.lut import LutLinear  # noqa: E402
 M = K = 4096
 GROUP = 128
 
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def dequant_matmul(q: torch.Tensor, s: torch.Tensor, zf: torch.Tensor, off: int):

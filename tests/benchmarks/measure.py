@@ -10,6 +10,13 @@ WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=Tr
         "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
+def timed(fn) -> float:
+    """Seconds one call of fn takes (in this process)."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """(seconds, peak RSS in MiB)."""
     t = time.perf_counter()
