@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import tiny
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 
 def tensors(path):

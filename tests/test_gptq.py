@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from tests.test_tmac_files import build_tiny, decode_canonical, hf_rows_in_gguf_order
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.runtime.lut import LutLinear
 from tinyconvert.runtime.weights import GgufWeights
-from tinyconvert.verify import verify
+from tinyconvert.checks.verify import verify
 
 LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -128,7 +128,7 @@ def test_float_reference_is_what_transformers_computes(base, tmp_path):
     import transformers
 
     from tinyconvert.runtime.model import prefill_layers
-    from tinyconvert.sources import open_source
+    from tinyconvert.pipeline.sources import open_source
     floats, q_dir = _copy(base, tmp_path / "float"), tmp_path / "gptq"
     q_dir.mkdir()
     make_gptq(floats, q_dir, bits=4, group=128, sym=False, v2=False)

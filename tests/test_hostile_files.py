@@ -18,7 +18,7 @@ from tests.test_tiny_models import make_tokenizer
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.safetensors_file import read_header
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 CASES = {"gguf": 0, "safetensors": 0}
 MAX_SECONDS, MAX_BYTES = 1.0, 16 << 20

@@ -16,7 +16,7 @@ from tests.test_tiny_models import make_tokenizer
 from tinyconvert.cli import app
 from tinyconvert.formats import gguf_edit
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 
 def cli(*args):
@@ -45,7 +45,7 @@ def tiny_gguf(tmp_path_factory):
 
 
 def test_real_model_edits_read_by_llamacpp(tmp_path):
-    from llama_cpp import Llama
+    from tinyconvert.checks.llamacpp import open_llama
     path = tmp_path / "s.gguf"
     shutil.copy(smollm2_gguf(), path)
     before = tensor_digest(path)
@@ -57,7 +57,7 @@ def test_real_model_edits_read_by_llamacpp(tmp_path):
     assert code == 0 and "patched in place" in out
     assert cli("set-metadata", path, "--delete", "general.languages")[0] == 0
     assert tensor_digest(path) == before
-    md = Llama(str(path), verbose=False, n_ctx=64).metadata
+    md = open_llama(path, verbose=False, n_ctx=64).metadata
     assert md["general.name"] == "Smöl 🦙 模型 — ünïcode"
     assert md["tokenizer.chat_template"].startswith("{% for m in messages %}[{{ m.role }}]")
     assert md["llama.context_length"] == "2048"

@@ -18,9 +18,9 @@ from tinyconvert.cli import app
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.predictor import Predictor, save_predictors
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.runtime.model import prefill_layers
-from tinyconvert.sources import open_source
+from tinyconvert.pipeline.sources import open_source
 
 N_LAYER, N_EMBD, N_FF = 2, 64, 160
 RANKS = (8, 12)

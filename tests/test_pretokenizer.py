@@ -12,7 +12,7 @@ from tests.support.compare import llamacpp_tokenize
 from tests.test_tiny_models import bpe
 from tinyconvert.formats import pretokenizer as pt
 from tinyconvert.formats.errors import InputError
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 PROBE = ("\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis "
          "concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "

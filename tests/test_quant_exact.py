@@ -10,7 +10,7 @@ from tests.support import tiny
 from tests.support.compare import llamacpp_quantize
 from tests.test_tiny_models import make_tokenizer
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant.sizes import type_name
 from tinyconvert.runtime.weights import dequantize

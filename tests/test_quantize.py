@@ -14,10 +14,10 @@ from tests.test_quant_exact import _spice
 from tests.test_tiny_models import make_tokenizer
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.hf2gguf import hf2gguf
-from tinyconvert.mixes import RECIPES, Options
-from tinyconvert.quantize import quantize
-from tinyconvert.verify import verify
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.mixes import RECIPES, Options
+from tinyconvert.pipeline.quantize import quantize
+from tinyconvert.checks.verify import verify
 
 MIXES = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
          "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl", "tq1_0", "tq2_0"]

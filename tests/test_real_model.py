@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_tokenize
 from tests.support.llamacpp_src import run_converter
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 MIXED = ("Hello world! The year 2024 had 366 days.\n\n    def f(x):\n\treturn x ** 2  # square\n"
          "Café naïve résumé façade — «quotes» “curly” ‘single’. 東京タワー 北京 서울 Привет мир "

@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from tests.support.smollm2 import smollm2_gguf
 from tinyconvert.cli import app
-from tinyconvert.generate import generate, render_chat
-from tinyconvert.sources import open_source
-from tinyconvert.tokenizer import tokenizer_for
+from tinyconvert.checks.generate import generate, render_chat
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.checks.tokenizer import tokenizer_for
 
 PROMPT = "Give three facts about the Moon."
 

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from tests.support.compare import (hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize)
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.runtime.model import Model, prefill_layers
-from tinyconvert.sources import open_source
-from tinyconvert.tokenizer import tokenizer_for
-from tinyconvert.verify import verify
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.verify import verify
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,26 @@ def test_hf2gguf_ends_with_verify_line(smollm2_hf, tmp_path):
     res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "b.gguf"),
                                    "--outtype", "f16", "--no-verify"])
     assert res.exit_code == 0 and "verify:" not in res.stdout
+
+
+def test_llamacpp_loads_without_extra_buffer_types(real, tmp_path):
+    """Every llama.cpp load goes through open_llama, which turns off the extra buffer types (AMX
+    and repacking; they crash on AMX CPUs for quantized files) for that load only."""
+    import pathlib
+    import re
+
+    import llama_cpp
+
+    from tinyconvert.checks.llamacpp import open_llama
+    q = tmp_path / "q8.gguf"
+    llamacpp_quantize(real / "f32.gguf", q, 7)
+    llm = open_llama(q, n_ctx=64, verbose=False)
+    assert llm.model_params.use_extra_bufts is False
+    llm.eval([1, 2, 3])
+    assert np.isfinite(np.asarray(llm.scores[:3])).all()
+    llm.close()
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True   # restored
+    root = pathlib.Path(__file__).resolve().parents[1]
+    direct = [str(p) for d in ("tinyconvert", "tests") for p in (root / d).rglob("*.py")
+              if p.name != "llamacpp.py" and re.search(r"\b" + "Llama" + r"\(", p.read_text())]
+    assert direct == [], f"load through open_llama instead: {direct}"

@@ -8,7 +8,7 @@ import pytest
 from tests.support import tiny
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_tokenize
 from tinyconvert.formats import pretokenizer as pt
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
         "I've been told they'RE here.   Spaces\tand\ttabs.")
@@ -123,7 +123,7 @@ def test_runtime_matches_transformers_and_llamacpp(converted):
     from transformers import AutoTokenizer
 
     from tinyconvert.runtime.model import prefill_layers
-    from tinyconvert.sources import open_source
+    from tinyconvert.pipeline.sources import open_source
     name, folder, out = converted
     ids = AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"]
     hf = open_source(folder)
@@ -141,7 +141,7 @@ def test_runtime_relu_ffn_matches_transformers(tmp_path):
 
     from tinyconvert.formats.errors import InputError
     from tinyconvert.runtime.model import prefill_layers
-    from tinyconvert.sources import open_source
+    from tinyconvert.pipeline.sources import open_source
     make_tokenizer(tmp_path, "gpt-2")
     tiny.build_model(tmp_path, "llama", hidden_act="relu")
     ids = list(range(3, 60))

@@ -19,13 +19,13 @@ from tinyconvert.cli import app
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import encode_entry
 from tinyconvert.formats.gguf_file import STRING, read_gguf
-from tinyconvert.hf2gguf import hf2gguf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.quant import tmac
 from tinyconvert.quant import tmac_types as tt
-from tinyconvert.quantize import TmacOptions, quantize
+from tinyconvert.pipeline.quantize import TmacOptions, quantize
 from tinyconvert.runtime.lut import LutLinear
 from tinyconvert.runtime.weights import GgufWeights
-from tinyconvert.verify import verify
+from tinyconvert.checks.verify import verify
 
 N_HEAD, N_KV = 4, 1
 

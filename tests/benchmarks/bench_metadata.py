@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     from tinyconvert.formats.gguf_file import read_gguf
-    from tinyconvert.metaedit import apply_edits, make_set
+    from tinyconvert.edit.metaedit import apply_edits, make_set
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
         path = Path(tmp) / "big.gguf"
         make_big_gguf(path, args.gib)

@@ -17,10 +17,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.benchmarks.measure import measure  # noqa: E402
 
-OURS = ("import sys; from tinyconvert.quantize import quantize; "
+OURS = ("import sys; from tinyconvert.pipeline.quantize import quantize; "
         "quantize(sys.argv[1], sys.argv[2], qtype=sys.argv[3], threads=int(sys.argv[4]), quiet=True)")
 THEIRS = ("import sys; sys.path.insert(0, sys.argv[5]); from tests.support.compare import "
-          "llamacpp_quantize; from tinyconvert.mixes import RECIPES; "
+          "llamacpp_quantize; from tinyconvert.pipeline.mixes import RECIPES; "
           "llamacpp_quantize(sys.argv[1], sys.argv[2], RECIPES[sys.argv[3]][0], "
           "threads=int(sys.argv[4]))")
 def run(code: str, *args: str) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from tests.support.smollm2 import build
-    from tinyconvert.hf2gguf import hf2gguf
+    from tinyconvert.pipeline.hf2gguf import hf2gguf
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
         src = Path(tmp) / "f32.gguf"
         hf2gguf(str(build()), src, outtype="f32", quiet=True)

@@ -26,9 +26,9 @@ def main() -> None:
 
     from tests.support.smollm2 import build
     from tinyconvert.runtime.model import Model
-    from tinyconvert.sources import open_source
-    from tinyconvert.tokenizer import tokenizer_for
-    from tinyconvert.verify import default_text
+    from tinyconvert.pipeline.sources import open_source
+    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.verify import default_text
     folder = build()
     src = open_source(folder)
     ids = tokenizer_for(src).encode(default_text() * 4)[: args.tokens]

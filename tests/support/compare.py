@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyconvert.checks.llamacpp import open_llama
+
 
 def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
     import torch
@@ -20,8 +22,7 @@ def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
 
 
 def llamacpp_logits(gguf_path: Path, ids: list[int]) -> np.ndarray:
-    from llama_cpp import Llama
-    llm = Llama(str(gguf_path), n_ctx=max(64, len(ids)), n_batch=max(64, len(ids)),
+    llm = open_llama(gguf_path, n_ctx=max(64, len(ids)), n_batch=max(64, len(ids)),
                 logits_all=True, verbose=False, n_threads=2)
     llm.eval(ids)
     out = np.array(llm.scores[: len(ids)], dtype=np.float64)
@@ -33,8 +34,7 @@ def llamacpp_logits(gguf_path: Path, ids: list[int]) -> np.ndarray:
 
 def llamacpp_tokenize(gguf_path: Path, text: str, *, add_bos: bool = True,
                       special: bool = True) -> list[int]:
-    from llama_cpp import Llama
-    llm = Llama(str(gguf_path), vocab_only=True, verbose=False)
+    llm = open_llama(gguf_path, vocab_only=True, verbose=False)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
     llm.close()
     return ids

@@ -13,21 +13,21 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tinyconvert.arch import gguf_arch_name
-from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.archs.base import gguf_arch_name
+from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
 from tinyconvert.formats.vocab import add_vocab, load_vocab
-from tinyconvert.hparams import add_hparams, read_config
-from tinyconvert.hub import resolve_model
-from tinyconvert.metadata import add_general
-from tinyconvert.mixes import RECIPES, ModelShape, Options, recipe
-from tinyconvert.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
-from tinyconvert.progress import TensorProgress
+from tinyconvert.archs.config import add_hparams, read_config
+from tinyconvert.io.hub import resolve_model
+from tinyconvert.pipeline.general import add_general
+from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
+from tinyconvert.pipeline.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
+from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant.tmac_types import CANONICAL
-from tinyconvert.stream import stream_tensors
-from tinyconvert.tmac_plan import TmacSpec, file_keys, spec_from_name
+from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, spec_from_name
 
 CONVERTER_OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 
@@ -51,7 +51,7 @@ def _plan(cfg, records, outtype: str, target):
     """The converter's plan for its own out types; the quantizer's recipe for the rest."""
     if target is None and outtype in CONVERTER_OUTTYPES:
         return extra_tensors(cfg) + plan_tensors(cfg, records, outtype)
-    from tinyconvert.assign import Target, assign
+    from tinyconvert.pipeline.assign import Target, assign
     target = target or Target(recipe(outtype))
     base = extra_tensors(cfg) + plan_tensors(cfg, records, "f32")
     shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
@@ -63,11 +63,11 @@ RELU_ACTS = ("relu", "fatrelu")
 
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
     from tinyconvert.formats.predictor import load_predictors
-    from tinyconvert.powerinfer import to_powerinfer
+    from tinyconvert.powerinfer.pwri import to_powerinfer
     preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
     if outtype == "f16":
         return to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16")
-    from tinyconvert.assign import Target, assign
+    from tinyconvert.pipeline.assign import Target, assign
     base = to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32")
     shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
     return assign(base, Target(outtype), shape)
@@ -82,7 +82,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
     outtype = outtype.lower()
     if target is None and (spec := spec_from_name(outtype)) is not None:
-        from tinyconvert.assign import Target
+        from tinyconvert.pipeline.assign import Target
         target = Target("f16", tmac=spec)
     if outtype not in CONVERTER_OUTTYPES and target is None:
         try:
@@ -105,7 +105,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         outtype, target = _gptq_target(gptq_cfg, outtype, target)
     if powerinfer is not None:
         from tinyconvert.formats.predictor import predictor_threshold
-        from tinyconvert.powerinfer import check_outtype
+        from tinyconvert.powerinfer.pwri import check_outtype
         outtype = check_outtype(outtype)
         planned = _powerinfer_plan(cfg, records, outtype, Path(powerinfer))
         if sparse_threshold is None:
@@ -135,10 +135,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
             writer.add_key_value(key, value, gguf.GGUFValueType(vtype))
     add_vocab(writer, vocab)
     if dense_relu:
-        from tinyconvert.powerinfer import ACT_KEY
+        from tinyconvert.powerinfer.pwri import ACT_KEY
         writer.add_string(ACT_KEY, "drelu" if cfg.arch.name == "bamboo" else "relu")
     if powerinfer is not None and sparse_threshold is not None:
-        from tinyconvert.powerinfer import THRESHOLD_KEY
+        from tinyconvert.powerinfer.pwri import THRESHOLD_KEY
         writer.add_float32(THRESHOLD_KEY, float(sparse_threshold))
 
     n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
@@ -154,7 +154,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
 
 def _gptq_target(gptq_cfg, outtype: str, target):
     """GPTQ codes go to the T-MAC type of the same bits, group and zero points, unchanged."""
-    from tinyconvert.assign import Target
+    from tinyconvert.pipeline.assign import Target
     want = gptq_cfg.qtype.name
     asked = target.tmac.name if target is not None and target.tmac else outtype
     if asked not in ("auto", want):
@@ -177,7 +177,7 @@ def _write(writer: gguf.GGUFWriter, planned: list[PlannedTensor], out: Path, qui
         stream_tensors(writer.fout[0], planned, writer.data_alignment, bar, threads)
         writer.close()
         if pwri:
-            from tinyconvert.powerinfer import patch_magic
+            from tinyconvert.powerinfer.pwri import patch_magic
             patch_magic(tmp)
     return out.stat().st_size
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gguf
 
-from tinyconvert.arch import Arch, arch_for
+from tinyconvert.archs.base import Arch, arch_for
 from tinyconvert.formats.errors import InputError
 
 SUPPORTED_ACTS = ("silu",)

@@ -9,10 +9,10 @@ import functools
 import re
 import numpy as np
 
-from tinyconvert.encode import to_f32
+from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.predictor import Predictor
-from tinyconvert.plan import PlannedTensor
+from tinyconvert.pipeline.plan import PlannedTensor
 from tinyconvert.quant import get_qtype
 
 MAGIC = b"PWRI"

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tinyconvert.errors import cli_errors
+from tinyconvert.cli.errors import cli_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert Hugging Face checkpoints to GGUF, and prove each file is right.")
@@ -34,7 +34,7 @@ def hf2gguf_cmd(
 ):
     """Convert a Hugging Face llama-family checkpoint to GGUF."""
     from tinyconvert.formats.errors import InputError
-    from tinyconvert.hf2gguf import hf2gguf
+    from tinyconvert.pipeline.hf2gguf import hf2gguf
     if powerinfer != (predictor is not None):
         raise InputError("--powerinfer and --predictor DIR go together")
     if sparse_threshold is not None and not powerinfer:
@@ -65,7 +65,7 @@ def _print_fallbacks(fallbacks) -> None:
 
 def _post_verify(reference: str, candidate: Path) -> None:
     """The short accuracy check every converting command ends with."""
-    from tinyconvert.verify import verify
+    from tinyconvert.checks.verify import verify
     report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
     typer.echo(report.summary_line())
     if not report.passed:
@@ -116,8 +116,8 @@ def quantize_cmd(
 ):
     """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
     from tinyconvert.formats.errors import InputError
-    from tinyconvert.mixes import Options
-    from tinyconvert.quantize import TmacOptions, quantize
+    from tinyconvert.pipeline.mixes import Options
+    from tinyconvert.pipeline.quantize import TmacOptions, quantize
     given = {k: v for k, v in dict(layout=tmac_layout, bm=tmac_bm, kfactor=tmac_kfactor,
                                    method=tmac_quantizer).items() if v is not None}
     if not tmac and (sym or given):
@@ -164,7 +164,7 @@ def attach_predictor_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
-    from tinyconvert.attach import attach_predictor
+    from tinyconvert.powerinfer.attach import attach_predictor
     res = attach_predictor(inp, predictor_dir, out, sparse_threshold=sparse_threshold,
                            quiet=quiet)
     if not quiet:
@@ -186,7 +186,7 @@ def train_predictor_cmd(
 ):
     """Fit PowerInfer predictors (model_{i}.pt) from the model's own activations."""
     from tinyconvert.formats.errors import InputError
-    from tinyconvert.train_predictor import train_predictors
+    from tinyconvert.powerinfer.train_predictor import train_predictors
     if not text.is_file():
         raise InputError(f"{text}: no such text file")
     threshold, rows = train_predictors(model, text.read_text(encoding="utf-8"), rank=rank,
@@ -216,13 +216,13 @@ def verify_cmd(
     import json
 
     from tinyconvert.formats.errors import InputError
-    from tinyconvert.verify import verify
+    from tinyconvert.checks.verify import verify
     if text is not None and not text.is_file():
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
     report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine)
     if plot is not None:
-        from tinyconvert.plot import plot_report
+        from tinyconvert.checks.plot import plot_report
         plot_report(report, plot)
     if not as_json:
         _print_report(report)
@@ -269,7 +269,7 @@ def run_cmd(
     """Generate text with the bundled runtime (streams the output)."""
     import sys
 
-    from tinyconvert.generate import generate
+    from tinyconvert.checks.generate import generate
 
     def show(text: str) -> None:
         sys.stdout.write(text)
@@ -291,7 +291,7 @@ def inspect_cmd(
     """Show a GGUF file's header, keys and tensors (reads the header only)."""
     import json
 
-    from tinyconvert.inspect_gguf import inspect, render
+    from tinyconvert.edit.inspect_gguf import inspect, render
     info = inspect(file, tensors=tensors, full=full)
     if as_json:
         info.pop("metadata_text")
@@ -319,7 +319,7 @@ def set_metadata_cmd(
     """Set, delete or rename GGUF keys; in place (crash-safe) or into a new file."""
     from tinyconvert.formats.errors import InputError
     from tinyconvert.formats.gguf_file import read_gguf
-    from tinyconvert.metaedit import apply_edits, make_delete, make_rename, make_set
+    from tinyconvert.edit.metaedit import apply_edits, make_delete, make_rename, make_set
     f = read_gguf(file, strict_types=False)
     edits = []
     if key is not None:

@@ -71,8 +71,8 @@ def _scores(p: Predictor, x):
 def train_predictors(model: str, text: str, *, rank: int, out: Path, epochs: int = 60,
                      lr: float = 3e-3, held_out: float = 0.2, target_recall: float = 0.98,
                      chunk: int = 256, seed: int = 0):
-    from tinyconvert.sources import open_source
-    from tinyconvert.tokenizer import tokenizer_for
+    from tinyconvert.pipeline.sources import open_source
+    from tinyconvert.checks.tokenizer import tokenizer_for
     src = open_source(model)
     if src.hparams.act not in ("relu", "drelu"):
         raise InputError(f"{model}: the FFN activation is {src.hparams.act}; predictors need a "

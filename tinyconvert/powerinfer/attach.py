@@ -10,15 +10,15 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.formats.predictor import load_predictors, predictor_threshold
-from tinyconvert.powerinfer import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer
-from tinyconvert.quantize import gguf_plan
-from tinyconvert.stream import stream_tensors
+from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer
+from tinyconvert.pipeline.quantize import gguf_plan
+from tinyconvert.pipeline.stream import stream_tensors
 
 LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
                  "ffn_gate", "ffn_up", "ffn_down")

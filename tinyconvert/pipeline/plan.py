@@ -7,12 +7,12 @@ from typing import Callable
 
 import numpy as np
 
-from tinyconvert.arch import IGNORED_SUFFIXES, NameMapper, permute_qk
+from tinyconvert.archs.base import IGNORED_SUFFIXES, NameMapper, permute_qk
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
 import gguf
 
-from tinyconvert.hparams import ModelConfig, llama3_rope_freqs
+from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
 from tinyconvert.quant import QuantType, get_qtype
 from tinyconvert.quant.tmac_types import CANONICAL
 

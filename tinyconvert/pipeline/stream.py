@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tinyconvert.encode import encode_rows
-from tinyconvert.plan import PlannedTensor
+from tinyconvert.pipeline.encode import encode_rows
+from tinyconvert.pipeline.plan import PlannedTensor
 
 CHUNK_BYTES = 4 << 20
 

@@ -13,8 +13,8 @@ import torch
 from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
 from tinyconvert.runtime.model import block, output_logits, rope_tables
-from tinyconvert.sources import ModelSource, gguf_source, open_source
-from tinyconvert.tokenizer import gguf_tokenizer, tokenizer_for
+from tinyconvert.pipeline.sources import ModelSource, gguf_source, open_source
+from tinyconvert.checks.tokenizer import gguf_tokenizer, tokenizer_for
 
 # Default --max-kld by the candidate's general.file_type (llama.cpp's LlamaFileType numbers):
 # tight for float files, looser as bits go down. Small models drift 2-3x more than 8B ones.
@@ -89,12 +89,13 @@ def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None)
 
 def _llamacpp_logits(path: Path, ids: list[int]) -> torch.Tensor:
     try:
-        from llama_cpp import Llama
+        import llama_cpp  # noqa: F401
     except ImportError:
         raise InputError("--engine llama.cpp needs llama-cpp-python (pip install "
                          "llama-cpp-python)") from None
     import numpy as np
-    llm = Llama(str(path), n_ctx=max(64, len(ids)), n_batch=max(64, len(ids)), logits_all=True,
+    from tinyconvert.checks.llamacpp import open_llama
+    llm = open_llama(path, n_ctx=max(64, len(ids)), n_batch=max(64, len(ids)), logits_all=True,
                 verbose=False)
     llm.eval(ids)
     out = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))

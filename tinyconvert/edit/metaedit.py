@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import (encode_entry, encode_value, header_bytes, raw_entry,

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tinyconvert.arch import gguf_arch_name
-from tinyconvert.encode import to_f32
+from tinyconvert.archs.base import gguf_arch_name
+from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
-from tinyconvert.hparams import RUNTIME_ACTS, ModelConfig, read_config
-from tinyconvert.hub import resolve_model
-from tinyconvert.plan import extra_tensors, plan_tensors
+from tinyconvert.archs.config import RUNTIME_ACTS, ModelConfig, read_config
+from tinyconvert.io.hub import resolve_model
+from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
 
 

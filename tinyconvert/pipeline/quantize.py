@@ -10,22 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyconvert.assign import Target, assign, quantized_inputs
-from tinyconvert.atomic import atomic_output, check_output
+from tinyconvert.pipeline.assign import Target, assign, quantized_inputs
+from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
-from tinyconvert.mixes import ModelShape, Options, recipe
+from tinyconvert.pipeline.mixes import ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
-from tinyconvert.plan import PlannedTensor
-from tinyconvert.progress import TensorProgress
+from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g
 from tinyconvert.quant import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
-from tinyconvert.stream import stream_tensors
-from tinyconvert.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
+from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
 
 BITS = {8: "q8_0", 4: "q4_0"}
 
@@ -163,7 +163,7 @@ def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int 
     target = resolve_target(qtype, bits, group_size, options, tmac)
     out = Path(out)
     if not Path(inp).is_file():
-        from tinyconvert.hf2gguf import hf2gguf
+        from tinyconvert.pipeline.hf2gguf import hf2gguf
         res = hf2gguf(str(inp), out, outtype=target.mix, quiet=quiet, target=target,
                       threads=threads)
         return QuantizeResult(res.path, str(res.source), target.mix, res.types, res.bytes_in,
