@@ -83,3 +83,43 @@ def parse_sp_model(data: bytes) -> SpModel:
         raise InputError("tokenizer.model: no pieces found (not a SentencePiece model?)")
     return SpModel(pieces, bool(norm.get(3, 1)), bool(norm.get(4, 1)),
                    int(trainer.get(3, 1)), bool(trainer.get(35, 0)))
+
+
+# --- writing: a SentencePiece BPE model from a vocabulary (a GGUF's `llama` tokenizer) ---
+
+def _put_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _put(num: int, value) -> bytes:
+    """One field: int/bool as a varint, float as fixed32, str/bytes length-delimited."""
+    if isinstance(value, float):
+        return _put_varint(num << 3 | 5) + struct.pack("<f", value)
+    if isinstance(value, (bool, int)):
+        return _put_varint(num << 3) + _put_varint(int(value))
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return _put_varint(num << 3 | 2) + _put_varint(len(data)) + data
+
+
+def build_sp_model(pieces: list[tuple[str, float, int]], *, add_dummy_prefix: bool,
+                   special_ids: dict[str, int]) -> bytes:
+    """A BPE ModelProto with byte fallback, spaces escaped as U+2581 and kept as they are (no
+    normalization), as llama.cpp's SPM tokenizer reads a `llama` vocabulary. special_ids: unk /
+    bos / eos / pad -> id (TrainerSpec fields 40-43; their pieces 45-48)."""
+    out = bytearray()
+    for text, score, ptype in pieces:
+        out += _put(1, _put(1, text) + _put(2, float(score)) + _put(3, ptype))
+    trainer = _put(3, 2) + _put(4, len(pieces)) + _put(35, True)
+    for i, name in enumerate(("unk", "bos", "eos", "pad")):
+        tid = special_ids.get(name, -1)
+        trainer += _put(40 + i, tid if tid >= 0 else (1 << 64) + tid)      # int32 -1: 10 bytes
+        if 0 <= tid < len(pieces):
+            trainer += _put(45 + i, pieces[tid][0])
+    out += _put(2, trainer)
+    out += _put(3, _put(1, "identity") + _put(3, add_dummy_prefix) + _put(4, False) + _put(5, True))
+    return bytes(out)

@@ -1,10 +1,38 @@
-"""Hyperparameters of a llama-family model as the runtime needs them, read from GGUF metadata
-(the same keys llama.cpp reads) or given directly."""
+"""Hyperparameters as the runtime needs them, read from GGUF metadata (the keys llama.cpp reads,
+with llama.cpp's defaults for the keys a file may lack) or given directly. An HF checkpoint gets
+here through the very keys the converter would write, so both sources run one code path."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-NEOX_ARCHS = ("qwen2", "qwen3")       # rotate-half RoPE; llama uses interleaved pairs
+from tinyconvert.formats.errors import InputError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What llama.cpp's graph for one GGUF architecture hard-codes (src/models/<arch>.cpp)."""
+    neox: bool = False               # rotate-half RoPE pairs (i, i+d/2); else interleaved (2i, 2i+1)
+    act: str = "silu"                # gated FFN activation: silu | gelu_tanh
+    embed_scale: bool = False        # token embeddings times sqrt(n_embd)
+    swa_period: int = 0              # default SWA layer pattern when the file has no array
+    attn_scale_27b: int | None = None  # Gemma: at this many layers scale by 1/sqrt(n_embd/n_head)
+    n_swa: int = 0                   # sliding window when the file has no key (Gemma 2: 4096)
+    swa_theta_is_base: bool = False  # SWA layers default to rope.freq_base (else 10000)
+    softcaps: tuple = (None, None)   # (attention, final) when the file has no keys (Gemma 2)
+
+
+RECIPES: dict[str, Recipe] = {
+    "llama": Recipe(),
+    "bamboo": Recipe(),
+    "qwen2": Recipe(neox=True),
+    "qwen3": Recipe(neox=True),
+    "gemma": Recipe(neox=True, act="gelu_tanh", embed_scale=True),
+    "gemma2": Recipe(neox=True, act="gelu_tanh", embed_scale=True, swa_period=2,
+                     attn_scale_27b=46, n_swa=4096, swa_theta_is_base=True, softcaps=(50.0, 30.0)),
+    "gemma3": Recipe(neox=True, act="gelu_tanh", embed_scale=True, swa_period=6,
+                     attn_scale_27b=62),
+}
 
 
 @dataclass(frozen=True)
@@ -21,45 +49,87 @@ class Hparams:
     rope_theta: float = 10000.0
     rope_dim: int | None = None            # rotated dims per head (default head_dim)
     rope_scaling: dict = field(default_factory=dict)   # {"type": linear|yarn, factor, ...}
-    act: str = "silu"                      # "silu", "relu" (ReGLU) or "drelu" (relu(gate)*relu(up))
+    act: str = "silu"                      # silu, gelu_tanh, relu (ReGLU), drelu (relu(g)*relu(u))
     sparse_threshold: float | None = None  # PowerInfer: compute neuron j iff predictor score >= this
+    neox: bool = False
+    embed_scale: float | None = None       # multiply token embeddings by this
+    attn_scale: float | None = None        # scores scale (default 1/sqrt(head_dim))
+    attn_softcap: float | None = None      # scores -> c*tanh(scores/c)
+    final_softcap: float | None = None     # logits -> c*tanh(logits/c)
+    n_swa: int = 0                         # sliding window: key visible iff q - k < n_swa
+    swa_layers: tuple[bool, ...] = ()      # per layer: sliding-window attention
+    rope_theta_swa: float = 10000.0        # RoPE base (and no scaling) on sliding-window layers
 
-    @property
-    def neox(self) -> bool:
-        return self.arch in NEOX_ARCHS
+    def is_swa(self, i: int) -> bool:
+        return self.n_swa > 0 and bool(self.swa_layers) and self.swa_layers[i]
 
 
-def from_gguf_fields(fields: dict, magic: bytes = b"GGUF") -> Hparams:
+def _swa_layers(recipe: Recipe, n_layer: int, pattern) -> tuple[bool, ...]:
+    """llama.cpp's load_swa_pattern: a bool array if the file has one, else a period n (layer i
+    slides unless i % n == n - 1; n = 0 means every layer)."""
+    if pattern is not None and not isinstance(pattern, (int, float)):     # an array
+        return tuple(bool(x) for x in list(pattern)[:n_layer])
+    n = recipe.swa_period if pattern is None else int(pattern)
+    return tuple(n == 0 or i % n < n - 1 for i in range(n_layer))
+
+
+def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | None = None) -> Hparams:
     """fields: GGUF key -> python value. A PowerInfer file (magic PWRI) is a ReLU model run
     sparsely; a dense ReLU file of ours records its activation in tinyconvert.ffn_act."""
     arch = fields["general.architecture"]
+    if arch not in RECIPES:
+        raise InputError(f"the runtime does not run architecture {arch!r} (it runs: "
+                         f"{', '.join(RECIPES)})")
+    recipe = RECIPES[arch]
 
     def get(key, default=None):
         return fields.get(f"{arch}.{key}", default)
-    n_embd, n_head = get("embedding_length"), get("attention.head_count")
+    n_embd, n_head, n_layer = get("embedding_length"), get("attention.head_count"), get("block_count")
     head_dim = get("attention.key_length") or n_embd // n_head
     tokens = fields.get("tokenizer.ggml.tokens")
-    scaling = {}
-    kind = get("rope.scaling.type")
-    if kind in ("linear", "yarn"):
-        scaling = {"type": kind, "factor": get("rope.scaling.factor", 1.0),
-                   "original_max_position_embeddings": get("rope.scaling.original_context_length"),
-                   "attention_factor": get("rope.scaling.yarn_attn_factor"),
-                   "beta_fast": get("rope.scaling.yarn_beta_fast"),
-                   "beta_slow": get("rope.scaling.yarn_beta_slow")}
+    n_swa = get("attention.sliding_window", recipe.n_swa) or 0
+    theta = get("rope.freq_base", 10000.0)
     return Hparams(
-        arch=arch, n_layer=get("block_count"), n_embd=n_embd, n_head=n_head,
+        arch=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
         n_kv_head=get("attention.head_count_kv") or n_head, head_dim=head_dim,
         n_ff=get("feed_forward_length"),
-        n_vocab=get("vocab_size") or (len(tokens) if tokens is not None else 0),
+        n_vocab=n_vocab or get("vocab_size") or (len(tokens) if tokens is not None else 0),
         rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
-        rope_theta=get("rope.freq_base", 10000.0), rope_dim=get("rope.dimension_count"),
-        rope_scaling=scaling, act=_act(fields, arch, magic),
+        rope_theta=theta, rope_dim=get("rope.dimension_count"),
+        rope_scaling=_rope_scaling(get), act=_act(fields, arch, magic, recipe),
         sparse_threshold=(float(fields.get("powerinfer.sparse_threshold", 0.0))
-                          if magic == b"PWRI" else None))
+                          if magic == b"PWRI" else None),
+        neox=recipe.neox,
+        embed_scale=math.sqrt(n_embd) if recipe.embed_scale else None,
+        attn_scale=_attn_scale(recipe, n_layer, n_embd, n_head),
+        attn_softcap=get("attn_logit_softcapping", recipe.softcaps[0]),
+        final_softcap=get("final_logit_softcapping", recipe.softcaps[1]),
+        n_swa=n_swa,
+        swa_layers=_swa_layers(recipe, n_layer, get("attention.sliding_window_pattern"))
+        if n_swa else (),
+        rope_theta_swa=get("rope.freq_base_swa", theta if recipe.swa_theta_is_base else 10000.0))
 
 
-def _act(fields: dict, arch: str, magic: bytes) -> str:
+def _rope_scaling(get) -> dict:
+    kind = get("rope.scaling.type")
+    if kind not in ("linear", "yarn"):
+        return {}
+    return {"type": kind, "factor": get("rope.scaling.factor", 1.0),
+            "original_max_position_embeddings": get("rope.scaling.original_context_length"),
+            "attention_factor": get("rope.scaling.yarn_attn_factor"),
+            "beta_fast": get("rope.scaling.yarn_beta_fast"),
+            "beta_slow": get("rope.scaling.yarn_beta_slow")}
+
+
+def _attn_scale(recipe: Recipe, n_layer: int, n_embd: int, n_head: int) -> float | None:
+    """llama.cpp's f_attention_scale: Gemma 2/3 27B scale by n_embd/n_head; every other model
+    by head_dim (None: the attention kernel's own default)."""
+    if recipe.attn_scale_27b is not None and n_layer == recipe.attn_scale_27b:
+        return 1.0 / math.sqrt(n_embd // n_head)
+    return None
+
+
+def _act(fields: dict, arch: str, magic: bytes, recipe: Recipe) -> str:
     if magic == b"PWRI":
         return "drelu" if arch == "bamboo" else "relu"
-    return fields.get("tinyconvert.ffn_act", "silu")
+    return fields.get("tinyconvert.ffn_act", recipe.act)

@@ -1,5 +1,7 @@
-"""A llama-family forward pass (llama, mistral, qwen2 with q/k/v biases, qwen3 with q/k norms;
-GQA; tied embeddings; SiLU or ReLU gated FFN) on weights named as in GGUF.
+"""The forward pass of the llama-like families (llama, mistral, qwen2 with q/k/v biases, qwen3
+with q/k norms, gemma 1/2/3 with scaled embeddings, sandwich norms, GeGLU, sliding windows and
+softcaps; GQA; tied embeddings; SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The
+blocks are chosen by the hyperparameters (the GGUF's keys) and the tensors the file has.
 
 Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
 checkpoint (through the converter's architecture table) run the very same code. Two drivers:
@@ -51,7 +53,7 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
     q = linear(x, get(p + "attn_q.weight"), get(p + "attn_q.bias")).view(T, hp.n_head, hd)
     k = linear(x, get(p + "attn_k.weight"), get(p + "attn_k.bias")).view(T, hp.n_kv_head, hd)
     v = linear(x, get(p + "attn_v.weight"), get(p + "attn_v.bias")).view(T, hp.n_kv_head, hd)
-    if (qn := get(p + "attn_q_norm.weight")) is not None:      # qwen3: per-head RMSNorm
+    if (qn := get(p + "attn_q_norm.weight")) is not None:      # qwen3, gemma3: per-head RMSNorm
         q = rms_norm(q, qn, hp.rms_eps)
         k = rms_norm(k, get(p + "attn_k_norm.weight"), hp.rms_eps)
     q, k = apply_rope(q, cos, sin, hp.neox), apply_rope(k, cos, sin, hp.neox)
@@ -64,13 +66,33 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
             cache.v.append(v)
     S, rep = k.shape[0], hp.n_head // hp.n_kv_head
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)   # [S, n_head, hd]
-    # query t (at position pos0 + t) sees keys 0..pos0 + t. Without a mask torch picks its
-    # fused CPU kernel.
-    causal = dict(is_causal=True) if S == T else dict(
-        attn_mask=torch.arange(S)[None, :] <= (pos0 + torch.arange(T))[:, None])   # [T, S]
-    q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))     # [1, n_head, T|S, hd] (4-D:
-    out = F.scaled_dot_product_attention(q, k, v, **causal)[0]  # torch's fused kernel wants it)
+    q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))     # [1, n_head, T|S, hd]
+    window = hp.n_swa if hp.is_swa(i) else 0
+    if hp.attn_softcap:
+        out = _softcapped(hp, q, k, v, _mask(T, S, pos0, window))
+    elif S == T and not window:      # without a mask torch picks its fused CPU kernel
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=hp.attn_scale)[0]
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(T, S, pos0, window),
+                                             scale=hp.attn_scale)[0]
     return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
+
+
+def _mask(T: int, S: int, pos0: int, window: int) -> torch.Tensor:
+    """[T, S] bool: query t (at position pos0 + t) sees key s iff s <= pos0 + t, and, with a
+    sliding window, pos0 + t - s < window (as llama.cpp and transformers count it)."""
+    qpos, kpos = (pos0 + torch.arange(T))[:, None], torch.arange(S)[None, :]
+    seen = kpos <= qpos
+    return seen & (qpos - kpos < window) if window else seen
+
+
+def _softcapped(hp: Hparams, q, k, v, mask) -> torch.Tensor:
+    """Gemma 2: scores -> c * tanh(scores / c) before the mask and softmax."""
+    scale = hp.attn_scale if hp.attn_scale is not None else hp.head_dim ** -0.5
+    c = hp.attn_softcap
+    scores = torch.tanh((q * scale) @ k.transpose(-1, -2) / c) * c     # [1, n_head, T, S]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v)[0]
 
 
 def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
@@ -82,6 +104,8 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
     up = linear(x, get(p + "ffn_up.weight"))
     if hp.act == "silu":
         z = F.silu(gate) * up
+    elif hp.act == "gelu_tanh":                          # GeGLU (Gemma)
+        z = F.gelu(gate, approximate="tanh") * up
     elif hp.act == "relu":                               # ReGLU
         z = F.relu(gate) * up
     else:                                                # Bamboo's dReLU
@@ -102,29 +126,49 @@ def predict(hp: Hparams, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
     return score >= hp.sparse_threshold
 
 
+def _norm(h: torch.Tensor, w, eps: float) -> torch.Tensor:
+    return h if w is None else rms_norm(h, w, eps)
+
+
 def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
           cache: KVCache | None = None, pos0: int = 0, observe=None) -> torch.Tensor:
-    """observe(i, keep, active): sparse runs report predicted vs truly active neurons."""
+    """Pre-norm residual blocks; a norm the file has after a sublayer (Gemma's sandwich
+    post_attention_norm / post_ffw_norm) is applied to its output before the residual add.
+    observe(i, keep, active): sparse runs report predicted vs truly active neurons."""
     p = f"blk.{i}."
-    h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
-                      cos, sin, cache, pos0)
+    y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
+                  cos, sin, cache, pos0)
+    h = h + _norm(y, get(p + "post_attention_norm.weight"), hp.rms_eps)
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep)
+    y, active = ffn(hp, get, i, _norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep)
     if observe is not None and keep is not None:
         observe(i, keep, active)
-    return h + y
+    return h + _norm(y, get(p + "post_ffw_norm.weight"), hp.rms_eps)
 
 
-def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int):
+def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int) -> list[tuple]:
+    """(cos, sin) per layer: sliding-window layers may have their own base and no scaling."""
     positions = torch.arange(pos0, pos0 + T)
-    return rope_cos_sin(positions, hp.rope_dim or hp.head_dim, hp.rope_theta, hp.rope_scaling,
-                        get("rope_freqs.weight"))
+    dim = hp.rope_dim or hp.head_dim
+    full = rope_cos_sin(positions, dim, hp.rope_theta, hp.rope_scaling, get("rope_freqs.weight"))
+    swa = None
+    if any(hp.is_swa(i) for i in range(hp.n_layer)):
+        swa = rope_cos_sin(positions, dim, hp.rope_theta_swa, {}, get("rope_freqs.weight"))
+    return [swa if hp.is_swa(i) else full for i in range(hp.n_layer)]
+
+
+def embed(hp: Hparams, get: Weights, ids: list[int]) -> torch.Tensor:
+    h = get("token_embd.weight")[torch.tensor(ids)]
+    return h * torch.tensor(hp.embed_scale, dtype=h.dtype) if hp.embed_scale else h
 
 
 def output_logits(hp: Hparams, get: Weights, h: torch.Tensor) -> torch.Tensor:
     h = rms_norm(h, get("output_norm.weight"), hp.rms_eps)
     w = get("output.weight")
-    return linear(h, w if w is not None else get("token_embd.weight"))
+    logits = linear(h, w if w is not None else get("token_embd.weight"))
+    if hp.final_softcap:
+        logits = torch.tanh(logits / hp.final_softcap) * hp.final_softcap
+    return logits
 
 
 @torch.no_grad()
@@ -133,12 +177,12 @@ def prefill_layers(hp: Hparams, get: Weights, ids: list[int], *,
     """Logits [T, n_vocab] for one sequence starting at position 0. `get` may load each tensor
     when asked and forget it afterwards: only one layer's weights are needed at a time.
     on_layer(i, hidden) sees the hidden state after each layer (i = -1: the embeddings)."""
-    h = get("token_embd.weight")[torch.tensor(ids)]
+    h = embed(hp, get, ids)
     if on_layer:
         on_layer(-1, h)
-    cos, sin = rope_tables(hp, get, 0, len(ids))
+    ropes = rope_tables(hp, get, 0, len(ids))
     for i in range(hp.n_layer):
-        h = block(hp, get, i, h, cos, sin)
+        h = block(hp, get, i, h, *ropes[i])
         if on_layer:
             on_layer(i, h)
     return output_logits(hp, get, h)
@@ -161,10 +205,10 @@ class Model:
     def forward(self, ids: list[int]) -> torch.Tensor:
         """Appends ids to the cached sequence; returns their logits [T, n_vocab]."""
         pos0 = self.cache.length
-        h = self.get("token_embd.weight")[torch.tensor(ids)]
-        cos, sin = rope_tables(self.hp, self.get, pos0, len(ids))
+        h = embed(self.hp, self.get, ids)
+        ropes = rope_tables(self.hp, self.get, pos0, len(ids))
         for i in range(self.hp.n_layer):
-            h = block(self.hp, self.get, i, h, cos, sin, self.cache, pos0)
+            h = block(self.hp, self.get, i, h, *ropes[i], self.cache, pos0)
         return output_logits(self.hp, self.get, h)
 
 
@@ -173,12 +217,12 @@ def ffn_inputs(hp: Hparams, get: Weights, ids: list[int]):
     """Runs the model densely and yields, per layer, (i, h, active): h [T, n_embd] the residual
     entering the FFN (before ffn_norm: what PowerInfer's predictor sees) and active [T, n_ff] the
     neurons whose activation is not zero (what a predictor should predict)."""
-    h = get("token_embd.weight")[torch.tensor(ids)]
-    cos, sin = rope_tables(hp, get, 0, len(ids))
+    h = embed(hp, get, ids)
+    ropes = rope_tables(hp, get, 0, len(ids))
     for i in range(hp.n_layer):
         p = f"blk.{i}."
         h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
-                          cos, sin, None, 0)
+                          *ropes[i], None, 0)
         y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
         yield i, h, active
         h = h + y

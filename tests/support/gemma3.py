@@ -39,7 +39,7 @@ def write_tokenizer_model(gguf_path: Path, out: Path) -> None:
     def value(key):
         return fields[key].contents()
     Type = pb.ModelProto.SentencePiece.Type
-    # llama.cpp's token types; the numbers happen to agree with SentencePiece's, the mapping says so.
+    # llama.cpp's token types, spelled out rather than trusting that the numbers agree.
     types = {1: Type.NORMAL, 2: Type.UNKNOWN, 3: Type.CONTROL, 4: Type.USER_DEFINED,
              5: Type.UNUSED, 6: Type.BYTE}
     tokens = value("tokenizer.ggml.tokens")
@@ -48,7 +48,15 @@ def write_tokenizer_model(gguf_path: Path, out: Path) -> None:
     model = pb.ModelProto()
     for token, score, kind in zip(tokens, value("tokenizer.ggml.scores"),
                                   value("tokenizer.ggml.token_type")):
+        if kind == 4:
+            # llama.cpp's converter writes the spaces of user-defined pieces ("▁▁") as real spaces,
+            # since it matches those pieces in the raw text; SentencePiece matches them after
+            # turning spaces into "▁", so a real space would never match.
+            token = token.replace(" ", "\u2581")
         model.pieces.add(piece=token, score=score, type=types[kind])
+    # The converter also marks <unk> CONTROL (tokenizer_config calls it special); SentencePiece
+    # answers unk_id() only for an UNKNOWN piece.
+    model.pieces[ids["unk"]].type = Type.UNKNOWN
     spec = model.trainer_spec
     spec.model_type = pb.TrainerSpec.BPE
     spec.vocab_size = len(tokens)

@@ -48,8 +48,10 @@ def train_bpe(folder: Path, pre: list, *, vocab_size: int = 400, ignore_merges: 
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
 
 
-def train_spm(folder: Path, *, vocab_size: int = 1000, user_symbols: tuple[str, ...] = ()) -> None:
-    """A Llama-style SentencePiece BPE tokenizer.model (byte fallback, digits split, spaces kept)."""
+def train_spm(folder: Path, *, vocab_size: int = 1000, user_symbols: tuple[str, ...] = (),
+              dummy_prefix: bool = True, tokenizer_class: str = "LlamaTokenizer") -> None:
+    """A Llama-style SentencePiece BPE tokenizer.model (byte fallback, digits split, spaces kept);
+    dummy_prefix=False and GemmaTokenizer for Gemma's kind."""
     import sentencepiece as spm
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -57,9 +59,10 @@ def train_spm(folder: Path, *, vocab_size: int = 1000, user_symbols: tuple[str, 
         byte_fallback=True, split_digits=True, character_coverage=1.0,
         remove_extra_whitespaces=False, normalization_rule_name="identity",
         allow_whitespace_only_pieces=True, user_defined_symbols=list(user_symbols),
+        add_dummy_prefix=dummy_prefix,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
     (folder / "tokenizer.model").write_bytes(buf.getvalue())
-    cfg = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+    cfg = {"tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>",
            "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False,
            "legacy": False, "clean_up_tokenization_spaces": False}
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
@@ -76,7 +79,10 @@ def vocab_size(folder: Path) -> int:
 ARCH_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                 "mistral": ("MistralConfig", "MistralForCausalLM"),
                 "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
+                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+                "gemma": ("GemmaConfig", "GemmaForCausalLM"),
+                "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+                "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM")}
 
 
 def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32",

@@ -1,1 +1,42 @@
+"""The architecture registry: one module per family, each a list of `Arch` records. Adding an
+architecture is one module here (plus, where llama.cpp computes something new, a runtime block
+and a `runtime.hparams.RECIPES` entry)."""
+from __future__ import annotations
 
+from tinyconvert.archs import gemma, llama, qwen
+from tinyconvert.archs.base import Arch
+from tinyconvert.formats.errors import InputError
+
+FAMILY_MODULES = (llama, qwen, gemma)
+
+
+def _registry() -> dict[str, Arch]:
+    table: dict[str, Arch] = {}
+    for module in FAMILY_MODULES:
+        for arch in module.FAMILIES:
+            for hf_class in arch.hf_classes:
+                if hf_class in table:
+                    raise ValueError(f"{hf_class} is registered twice")
+                table[hf_class] = arch
+    return table
+
+
+ARCHITECTURES: dict[str, Arch] = _registry()
+# Classes tinyconvert converts only for PowerInfer (their ReLU FFN is not what llama.cpp's
+# `llama` graph computes); the README's table lists them apart.
+POWERINFER_ONLY = ("SparseLlamaForCausalLM", "BambooForCausalLM")
+
+
+def arch_for(config: dict) -> tuple[str, Arch]:
+    names = config.get("architectures") or []
+    for name in names:
+        if name in ARCHITECTURES:
+            return name, ARCHITECTURES[name]
+    shown = ", ".join(names) if names else f"(none; model_type {config.get('model_type')!r})"
+    raise InputError(f"unsupported architecture {shown}; supported: {', '.join(ARCHITECTURES)}")
+
+
+def supported_table() -> list[tuple[str, str]]:
+    """(HF class, GGUF architecture) for every class hf2gguf converts to a plain GGUF."""
+    return [(name, arch.arch_name) for name, arch in ARCHITECTURES.items()
+            if name not in POWERINFER_ONLY]

@@ -1,49 +1,47 @@
-"""Architecture table: HF class names to GGUF architectures, names and per-tensor transforms.
-
-Tensor names come from gguf-py's TensorNameMap (the well-kept HF -> GGUF alias table); a tensor that
-is neither mapped nor deliberately ignored is an error that names it.
-"""
+"""What an architecture family declares, as data: HF class names, GGUF architecture, pre-renames
+before gguf-py's TensorNameMap (the well-kept HF -> GGUF alias table), per-tensor transforms, the
+tensors every layer must have, and the keys beyond the common ones. A tensor that is neither
+mapped nor deliberately ignored is an error that names it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Callable
 
 import gguf
 
 from tinyconvert.formats.errors import InputError
 
-
-@dataclass(frozen=True)
-class Arch:
-    gguf_arch: gguf.MODEL_ARCH
-    permute_qk: bool          # llama.cpp's `llama` arch runs interleaved RoPE; HF stores rotate-half
-    name: str | None = None   # general.architecture when it is not gguf-py's name (bamboo)
-
-
-ARCHITECTURES: dict[str, Arch] = {
-    "LlamaForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "MistralForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "Qwen2ForCausalLM": Arch(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
-    "Qwen3ForCausalLM": Arch(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
-    # ReLU models for PowerInfer (their FFN activation is checked separately)
-    "SparseLlamaForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "BambooForCausalLM": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True, name="bamboo"),
-}
-
+LLAMA_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
+               "ffn_up", "ffn_down")
 # Buffers some checkpoints carry that hold nothing a GGUF needs.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 
 
-def arch_for(config: dict) -> tuple[str, Arch]:
-    names = config.get("architectures") or []
-    for name in names:
-        if name in ARCHITECTURES:
-            return name, ARCHITECTURES[name]
-    shown = ", ".join(names) if names else f"(none; model_type {config.get('model_type')!r})"
-    raise InputError(f"unsupported architecture {shown}; supported: {', '.join(ARCHITECTURES)}")
+@dataclass(frozen=True)
+class Arch:
+    hf_classes: tuple[str, ...]
+    gguf_arch: gguf.MODEL_ARCH
+    permute_qk: bool = False          # llama.cpp's `llama` runs interleaved RoPE; HF rotate-half
+    name: str | None = None           # general.architecture when it is not gguf-py's (bamboo)
+    acts: tuple[str, ...] = ("silu",)     # FFN activations llama.cpp's graph for it computes
+    act_key: str = "hidden_act"       # the config key that names the activation
+    norm_shift: float = 0.0           # added to every *norm.weight (Gemma: HF computes x*(1+w))
+    renames: tuple[tuple[str, str], ...] = ()   # (regex, replacement) on HF names, in order
+    skip: tuple[str, ...] = ()        # regexes of HF names that are deliberately not converted
+    layer_tensors: tuple[str, ...] = LLAMA_LAYER   # what every block must have
+    drop_output: bool = False         # llama.cpp always reuses token_embd as the output
+    omit_defaults: dict = field(default_factory=dict)   # keys llama.cpp's converter leaves out
+                                                        # when they hold llama.cpp's default
+    keys: Callable | None = None      # keys(writer, cfg): family keys beyond the common ones
+
+    @property
+    def arch_name(self) -> str:
+        return self.name or gguf.MODEL_ARCH_NAMES[self.gguf_arch]
 
 
 def gguf_arch_name(arch: Arch) -> str:
-    return arch.name or gguf.MODEL_ARCH_NAMES[arch.gguf_arch]
+    return arch.arch_name
 
 
 def permute_qk(w, n_head: int):
@@ -57,9 +55,17 @@ class NameMapper:
     def __init__(self, arch: Arch, n_layer: int, hf_class: str):
         self.arch, self.hf_class = arch, hf_class
         self.table = gguf.get_tensor_name_map(arch.gguf_arch, n_layer)
+        self.renames = [(re.compile(a), b) for a, b in arch.renames]
+        self.skips = [re.compile(s) for s in arch.skip]
+
+    def skipped(self, hf_name: str) -> bool:
+        return hf_name.endswith(IGNORED_SUFFIXES) or any(s.search(hf_name) for s in self.skips)
 
     def gguf_name(self, hf_name: str) -> str:
-        name = self.table.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        renamed = hf_name
+        for pattern, repl in self.renames:
+            renamed = pattern.sub(repl, renamed)
+        name = self.table.get_name(renamed, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise InputError(f"cannot map tensor {hf_name!r} of {self.hf_class} to a GGUF name "
                              f"(not a tensor llama.cpp knows for this architecture)")
@@ -74,3 +80,6 @@ class NameMapper:
         if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             return n_kv_head
         return None
+
+    def shift(self, gguf_name: str) -> float:
+        return self.arch.norm_shift if gguf_name.endswith("norm.weight") else 0.0

@@ -1,7 +1,10 @@
-"""config.json to the hyperparameter keys llama.cpp reads for llama / qwen2 / qwen3.
+"""config.json to the hyperparameter keys llama.cpp reads: the common ones here, each family's
+own through its `keys` function (tinyconvert.archs.<family>).
 
 Real configs differ: rope_theta at top level or inside rope_parameters (transformers 5), rope
-scaling under rope_scaling or rope_parameters, torch_dtype or dtype, head_dim absent or null.
+scaling under rope_scaling or rope_parameters (per layer type for Gemma 3: full_attention and
+sliding_attention), torch_dtype or dtype, head_dim absent or null, and multimodal wrappers with
+the language model's config under text_config.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import gguf
 
-from tinyconvert.archs.base import Arch, arch_for
+from tinyconvert.archs import arch_for
+from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
 SUPPORTED_ACTS = ("silu",)
@@ -39,6 +43,7 @@ class ModelConfig:
     rope: dict               # rope scaling parameters, with "rope_type" normalised
     tied: bool
     dtype: str | None        # what the config claims; the converter trusts the tensors instead
+    rope_theta_swa: float | None = None   # RoPE base of sliding-window layers, when the config says
 
 
 def _need(cfg: dict, key: str, path: Path):
@@ -57,11 +62,16 @@ def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> Mode
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
     hf_class, arch = arch_for(cfg)
-    act = cfg.get("hidden_act", "silu")
+    if isinstance(cfg.get("text_config"), dict):    # multimodal wrapper: the language model's
+        cfg = {**cfg, **cfg["text_config"]}          # keys, as llama.cpp's converter reads them
+    act = cfg.get(arch.act_key) or cfg.get("hidden_act", "silu")
+    acts = acts if arch.acts == ("silu",) else arch.acts
     if act not in acts:
         raise InputError(f"{path}: hidden_act {act!r} is not supported for {hf_class} "
                          f"(supported: {', '.join(acts)})")
     rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    swa_rope = rope.get("sliding_attention") or {}
+    rope = dict(rope.get("full_attention", rope))
     rope_type = rope.get("rope_type", rope.get("type"))
     rope["rope_type"] = None if rope_type in (None, "default") else str(rope_type).lower()
     n_embd, n_head = _need(cfg, "hidden_size", path), _need(cfg, "num_attention_heads", path)
@@ -76,7 +86,8 @@ def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> Mode
         rms_eps=cfg.get("rms_norm_eps", 1e-6),
         rope_theta=cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0,
         rope=rope, tied=bool(cfg.get("tie_word_embeddings", False)),
-        dtype=cfg.get("dtype") or cfg.get("torch_dtype"))
+        dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
+        rope_theta_swa=swa_rope.get("rope_theta") or cfg.get("rope_local_base_freq"))
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
@@ -87,16 +98,22 @@ def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
     w.add_feed_forward_length(c.n_ff)
     w.add_head_count(c.n_head)
     w.add_head_count_kv(c.n_kv_head)
-    w.add_rope_freq_base(c.rope_theta)
+    if c.arch.omit_defaults.get("rope.freq_base") != c.rope_theta:
+        w.add_rope_freq_base(c.rope_theta)
     w.add_layer_norm_rms_eps(c.rms_eps)
     if c.explicit_head_dim:
         w.add_key_length(c.head_dim)
         w.add_value_length(c.head_dim)
-    if c.arch.gguf_arch == gguf.MODEL_ARCH.LLAMA:
-        if c.n_vocab is not None:
-            w.add_vocab_size(c.n_vocab)
-        w.add_rope_dimension_count(c.head_dim)
+    if c.arch.keys is not None:
+        c.arch.keys(w, c)
     _add_rope_scaling(w, c.rope)
+
+
+def gguf_fields(c: ModelConfig) -> dict:
+    """The keys hf2gguf writes for this config, as GGUF key -> value (what the runtime reads)."""
+    w = gguf.GGUFWriter(None, c.arch.arch_name)
+    add_hparams(w, c)
+    return {key: v.value for key, v in w.kv_data[0].items()}
 
 
 def _add_rope_scaling(w: gguf.GGUFWriter, rope: dict) -> None:

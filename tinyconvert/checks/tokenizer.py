@@ -73,7 +73,10 @@ def hf_tokenizer(folder: Path) -> Tokenizer:
 
 
 def gguf_tokenizer(fields: dict) -> Tokenizer:
-    """A `tokenizers` BPE built from the file's tokens, merges and pre-tokenizer name."""
+    """A tokenizer rebuilt from the file's own vocabulary: SentencePiece for `llama` (SPM), a
+    `tokenizers` BPE from the tokens, merges and pre-tokenizer name for `gpt2`."""
+    if fields.get("tokenizer.ggml.model") == "llama":
+        return _spm_tokenizer(fields)
     from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTok
     kind, pre = fields.get("tokenizer.ggml.model"), fields.get("tokenizer.ggml.pre")
@@ -96,6 +99,65 @@ def gguf_tokenizer(fields: dict) -> Tokenizer:
     eos_ids = {fields[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
                if k in fields}
     return Tokenizer(tok, bool(fields.get("tokenizer.ggml.add_bos_token", False)), bos, eos_ids,
+                     fields.get("tokenizer.chat_template"))
+
+
+class _SpmWithSpecials:
+    """llama.cpp's SPM tokenizer with special-token parsing: control and user-defined tokens
+    written in the text are matched first (longest first); each stretch of text between them is
+    tokenized by SentencePiece, which adds the space prefix to each as llama.cpp does after a
+    special token."""
+
+    def __init__(self, sp, specials: dict[str, int]):
+        import re
+        self.sp, self.specials = sp, specials
+        self.split = (re.compile("(" + "|".join(re.escape(t) for t in sorted(
+            specials, key=len, reverse=True)) + ")") if specials else None)
+
+    def encode_as_ids(self, text: str) -> list[int]:
+        if self.split is None:
+            return list(self.sp.encode_as_ids(text))
+        ids: list[int] = []
+        for i, part in enumerate(self.split.split(text)):
+            if i % 2:
+                ids.append(self.specials[part])
+            elif part:
+                ids.extend(self.sp.encode_as_ids(part))
+        return ids
+
+    def __getattr__(self, name):          # id_to_piece, decode_ids: SentencePiece's own
+        return getattr(self.sp, name)
+
+
+def _piece_type(ty) -> int:
+    """llama.cpp's token types are SentencePiece's piece types (1 normal ... 6 byte)."""
+    return int(ty) if 1 <= int(ty) <= 6 else 1
+
+
+def _spm_tokenizer(fields: dict) -> Tokenizer:
+    import sentencepiece as spm
+
+    from tinyconvert.formats.sentencepiece_proto import build_sp_model
+    tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
+    scores = fields.get("tokenizer.ggml.scores")
+    scores = [0.0] * len(tokens) if scores is None else scores
+    # llama.cpp matches user-defined pieces in the raw text, where a space is a space;
+    # SentencePiece matches them after escaping spaces as U+2581
+    pieces = [(t.replace(" ", "\u2581") if ty == 4 else t, float(s), _piece_type(ty))
+              for t, s, ty in zip(tokens, scores, types)]
+    ids = {k: fields.get(f"tokenizer.ggml.{key}_token_id", -1) for k, key in (
+        ("unk", "unknown"), ("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
+    if 0 <= ids["unk"] < len(pieces):            # SentencePiece needs its unknown piece typed so
+        pieces[ids["unk"]] = (*pieces[ids["unk"]][:2], 2)
+    proto = build_sp_model(pieces, add_dummy_prefix=bool(
+        fields.get("tokenizer.ggml.add_space_prefix", True)), special_ids=ids)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    specials = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if int(ty) in (3, 4) and t}
+    bos = fields.get("tokenizer.ggml.bos_token_id")
+    eos_ids = {fields[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+               if k in fields}
+    return Tokenizer(_SpmWithSpecials(sp, specials),
+                     bool(fields.get("tokenizer.ggml.add_bos_token", True)), bos, eos_ids,
                      fields.get("tokenizer.chat_template"))
 
 

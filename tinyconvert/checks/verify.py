@@ -12,7 +12,7 @@ import torch
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
-from tinyconvert.runtime.model import block, output_logits, rope_tables
+from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
 from tinyconvert.pipeline.sources import ModelSource, gguf_source, open_source
 from tinyconvert.checks.tokenizer import gguf_tokenizer, tokenizer_for
 
@@ -76,13 +76,13 @@ class SparseCounter:
 
 def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None):
     """Both models, one layer at a time (two layers' weights in memory at most)."""
-    hr, hc = (m.get("token_embd.weight")[torch.tensor(ids)] for m in (ref, cand))
-    cr, sr = rope_tables(ref.hparams, ref.get, 0, len(ids))
-    cc, sc = rope_tables(cand.hparams, cand.get, 0, len(ids))
+    hr, hc = (embed(m.hparams, m.get, ids) for m in (ref, cand))
+    rr = rope_tables(ref.hparams, ref.get, 0, len(ids))
+    rc = rope_tables(cand.hparams, cand.get, 0, len(ids))
     layers = []
     for i in range(ref.hparams.n_layer):
-        hr = block(ref.hparams, ref.get, i, hr, cr, sr)
-        hc = block(cand.hparams, cand.get, i, hc, cc, sc, observe=observe)
+        hr = block(ref.hparams, ref.get, i, hr, *rr[i])
+        hc = block(cand.hparams, cand.get, i, hc, *rc[i], observe=observe)
         layers.append(metrics.relative_error(hr, hc))
     return output_logits(ref.hparams, ref.get, hr), output_logits(cand.hparams, cand.get, hc), layers
 

@@ -24,6 +24,7 @@ ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}     # as llama-
 FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "tq1_0": "q4_0", "tq2_0": "q4_0", "q4_k": "q5_0",
             "q5_k": "q5_1", "q6_k": "q8_0"}
 FLOATS = ("f32", "f16", "bf16")
+LAYERS_70B = {"qwen2": 80, "olmo": 80, "deci": 80, "jais2": 68}
 
 
 def recipe(name: str) -> str:
@@ -46,8 +47,13 @@ class ModelShape:
         return self.n_head // max(1, self.n_kv_head)
 
     @property
-    def is_70b(self) -> bool:      # llama.cpp's LLM_TYPE_70B for llama: 80 layers with GQA
-        return self.arch == "llama" and self.n_layer == 80 and self.n_head != self.n_kv_head
+    def is_70b(self) -> bool:
+        """llama.cpp's LLM_TYPE_70B, which its loader sets by layer count (src/models/*.cpp):
+        llama at 80 layers with GQA (without GQA it is the 65B), qwen2/olmo/deci at 80, jais2
+        at 68."""
+        if self.arch == "llama":
+            return self.n_layer == 80 and self.n_head != self.n_kv_head
+        return LAYERS_70B.get(self.arch) == self.n_layer
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ def category(name: str) -> str:
 def allows_quantization(name: str, n_dims: int, opts: Options) -> bool:
     return (n_dims >= 2 and name.endswith("weight") and "_norm.weight" not in name
             and not (opts.leave_output_tensor and name == "output.weight")
-            and "ffn_gate_inp.weight" not in name and ".position_embd" not in name)
+            and "ffn_gate_inp.weight" not in name
+            and name not in ("position_embd.weight", "token_types.weight"))
 
 
 def use_more_bits(i: int, n: int) -> bool:

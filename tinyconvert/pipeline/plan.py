@@ -7,12 +7,13 @@ from typing import Callable
 
 import numpy as np
 
-from tinyconvert.archs.base import IGNORED_SUFFIXES, NameMapper, permute_qk
+from tinyconvert.archs.base import NameMapper, permute_qk
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
 import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
+from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.quant import QuantType, get_qtype
 from tinyconvert.quant.tmac_types import CANONICAL
 
@@ -42,10 +43,16 @@ def resolve_outtype(outtype: str, records: list[TensorRecord]) -> str:
     return "bf16" if first is not None and first.dtype == "BF16" else "f16"
 
 
+# Matrices llama.cpp's converter keeps in F32 whatever --outtype says
+KEEP_F32 = ("position_embd.weight", "token_types.weight", "ffn_gate_inp.weight",
+            "ffn_gate_inp_shexp.weight")
+
+
 def choose_qtype(name: str, shape: tuple[int, ...], outtype: str) -> tuple[QuantType, str | None]:
-    """Norms, 1-D tensors and non-weights stay F32; a row length a type cannot hold falls back
-    to F16 (as llama.cpp's converter does)."""
-    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+    """Norms, 1-D tensors, non-weights and KEEP_F32 stay F32; a row length a type cannot hold
+    falls back to F16 (as llama.cpp's converter does)."""
+    if (len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight")
+            or name.endswith(KEEP_F32)):
         return get_qtype("f32"), None
     qtype = get_qtype(outtype)
     if not qtype.fits(shape[-1]):
@@ -79,6 +86,17 @@ def _permuted(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord, wrap):
     return wrap(rec.read_rows, align), align
 
 
+def _shifted(read_rows, src_dtype: str, shift: float):
+    """Gemma's norm +1, in the precision llama.cpp's converter adds it: F16 sources in f16
+    (then widened), BF16 and F32 in f32."""
+    def rows(r0, r1):
+        x = read_rows(r0, r1)
+        if src_dtype == "F16":
+            return (x + np.float16(shift)).astype(np.float32)
+        return to_f32(x, src_dtype) + np.float32(shift)
+    return rows
+
+
 def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> PlannedTensor:
     qtype = CANONICAL[rec.dtype]
     read_rows, align = _permuted(cfg, mapper, rec, _permute_tmac)
@@ -89,9 +107,9 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
     for rec in records:
-        if rec.name.endswith(IGNORED_SUFFIXES):
+        if mapper.skipped(rec.name):
             continue
-        if cfg.tied and rec.name == "lm_head.weight":
+        if rec.name.endswith("lm_head.weight") and (cfg.tied or cfg.arch.drop_output):
             continue        # tied: llama.cpp reuses token_embd; no output.weight is written
         if rec.dtype in CANONICAL:        # GPTQ codes, carried over as T-MAC tensors
             planned.append(_tmac_tensor(cfg, mapper, rec))
@@ -99,13 +117,20 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
         if rec.dtype not in FLOAT_SOURCES:
             raise InputError(f"tensor {rec.name!r} has dtype {rec.dtype}; only F32/F16/BF16 "
                              f"checkpoints are supported")
-        name = mapper.gguf_name(rec.name)
-        read_rows, align = _permuted(cfg, mapper, rec, _with_permute)
-        qtype, fallback = choose_qtype(name, rec.shape, outtype)
-        planned.append(PlannedTensor(name, rec.shape, qtype, read_rows, rec.dtype, align,
-                                     fallback))
+        planned.append(_float_tensor(cfg, mapper, rec, outtype))
     _check_complete(cfg, planned)
     return planned
+
+
+def _float_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord,
+                  outtype: str) -> PlannedTensor:
+    name = mapper.gguf_name(rec.name)
+    read_rows, align = _permuted(cfg, mapper, rec, _with_permute)
+    src_dtype = rec.dtype
+    if shift := mapper.shift(name):
+        read_rows, src_dtype = _shifted(read_rows, src_dtype, shift), "F32"
+    qtype, fallback = choose_qtype(name, rec.shape, outtype)
+    return PlannedTensor(name, rec.shape, qtype, read_rows, src_dtype, align, fallback)
 
 
 def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
@@ -121,10 +146,8 @@ def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
 def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:
     names = {p.name for p in planned}
     needed = ["token_embd.weight", "output_norm.weight"] + [
-        f"blk.{i}.{t}.weight" for i in range(cfg.n_layer)
-        for t in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
-                  "ffn_gate", "ffn_up", "ffn_down")]
-    if not cfg.tied:
+        f"blk.{i}.{t}.weight" for i in range(cfg.n_layer) for t in cfg.arch.layer_tensors]
+    if not (cfg.tied or cfg.arch.drop_output):
         needed.append("output.weight")
     missing = [n for n in needed if n not in names]
     if missing:

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tinyconvert.archs.base import gguf_arch_name
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
-from tinyconvert.archs.config import RUNTIME_ACTS, ModelConfig, read_config
+from tinyconvert.archs.config import RUNTIME_ACTS, ModelConfig, gguf_fields, read_config
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
@@ -28,18 +27,13 @@ class ModelSource:
 
 
 def hparams_from_config(c: ModelConfig) -> Hparams:
-    kind = c.rope["rope_type"]
-    scaling = {}
-    if kind in ("linear", "yarn"):
-        scaling = {"type": kind, **{k: c.rope.get(k) for k in (
-            "factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
-            "beta_slow")}}
-    act = c.raw.get("hidden_act", "silu")
-    act = "drelu" if c.arch.name == "bamboo" else "relu" if act in ("relu", "fatrelu") else act
-    return Hparams(arch=gguf_arch_name(c.arch), n_layer=c.n_layer, n_embd=c.n_embd,
-                   n_head=c.n_head, n_kv_head=c.n_kv_head, head_dim=c.head_dim, n_ff=c.n_ff,
-                   n_vocab=c.n_vocab or 0, rms_eps=c.rms_eps, rope_theta=c.rope_theta,
-                   rope_scaling=scaling, act=act)
+    """The runtime reads an HF checkpoint through the keys hf2gguf would write for it, so an HF
+    reference and its GGUF run under the very same hyperparameters."""
+    fields = gguf_fields(c)
+    act = c.raw.get(c.arch.act_key) or c.raw.get("hidden_act", "silu")
+    if act in ("relu", "fatrelu"):      # dense ReLU files record this key too
+        fields["tinyconvert.ffn_act"] = "drelu" if c.arch.name == "bamboo" else "relu"
+    return from_gguf_fields(fields, n_vocab=c.n_vocab or 0)
 
 
 def hf_source(folder: Path) -> ModelSource:

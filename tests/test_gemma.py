@@ -1,0 +1,133 @@
+"""The Gemma family (gemma, gemma2, gemma3) on tiny seeded checkpoints with a Gemma-style
+SentencePiece tokenizer (no dummy prefix): our runtime against transformers, llama.cpp on our file
+against transformers and against llama.cpp's own converter output, the converter's bytes and
+keys, and every mix against llama-quantize (rows multiple of 256 and not)."""
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+from tests.support import tiny
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize
+from tests.support.llamacpp_src import run_converter
+from tests.test_quantize import same_file_contents
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.mixes import RECIPES
+from tinyconvert.pipeline.quantize import quantize
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.runtime.model import prefill_layers
+
+TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
+        "I've been told they'RE here.   Spaces\tand\ttabs. Numbers: 12,345.67 and 2024-11-23.")
+GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, hidden_activation="gelu_pytorch_tanh")
+CASES = {
+    # a period that is not llama.cpp's default (the file carries the pattern array), untied
+    "gemma3-pattern": ("gemma3", dict(GEMMA, sliding_window=8, num_hidden_layers=3, layer_types=[
+        "sliding_attention", "full_attention", "sliding_attention"])),
+    # llama.cpp's default period 6, tied, as the real models are
+    "gemma3-period6-tied": ("gemma3", dict(GEMMA, sliding_window=8, num_hidden_layers=6,
+                                           tie=True)),
+    "gemma2-softcap": ("gemma2", dict(GEMMA, sliding_window=8, attn_logit_softcapping=50.0,
+                                      final_logit_softcapping=30.0, tie=True,
+                                      attn_implementation="eager")),
+    "gemma-1": ("gemma", dict(GEMMA, tie=True)),
+}
+
+
+def build(folder, arch: str, kw: dict) -> None:
+    tiny.train_spm(folder, dummy_prefix=False, tokenizer_class="GemmaTokenizer")
+    tiny.build_model(folder, arch, **kw)
+
+
+def spm_ids(folder, text: str = TEXT) -> list[int]:
+    import sentencepiece as spm
+    return [1] + spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).encode(text)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def gemma(request, tmp_path_factory):
+    arch, kw = CASES[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    build(folder, arch, kw)
+    hf2gguf(str(folder), folder / "ours-f32.gguf", outtype="f32", quiet=True)
+    return request.param, folder
+
+
+def test_runtime_matches_transformers(gemma):
+    name, folder = gemma
+    ids = spm_ids(folder)
+    assert len(ids) > 40                          # longer than the sliding window
+    ref = hf_logits(folder, ids)
+    for src in (open_source(folder), open_source(folder / "ours-f32.gguf")):
+        ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+        assert np.abs(ours - ref).max() < 1e-3, (name, src.kind)
+
+
+def test_llamacpp_matches_transformers_as_well_as_its_own_converter(gemma):
+    """llama.cpp computes GELU from an f16 table, so 1e-5 is not a fair bar: our file must do
+    as well as llama.cpp's own converter output (within 1.5x) and stay small."""
+    name, folder = gemma
+    ids = spm_ids(folder)
+    ref = hf_logits(folder, ids)
+    ours = kld_stats(ref, llamacpp_logits(folder / "ours-f32.gguf", ids))
+    run_converter(folder, folder / "theirs-f32.gguf", "f32")
+    theirs = kld_stats(ref, llamacpp_logits(folder / "theirs-f32.gguf", ids))
+    print(name, "ours", ours, "llama.cpp's converter", theirs)
+    assert ours["kld_mean"] <= 1.5 * theirs["kld_mean"] + 1e-9, (ours, theirs)
+    assert ours["kld_mean"] < 1e-4 and ours["top1"] >= 0.95, ours
+
+
+def _read(path):
+    r = gguf.GGUFReader(path)
+    tensors = {t.name: (int(t.tensor_type), np.asarray(t.data).tobytes()) for t in r.tensors}
+    fields = {k: f.contents() for k, f in r.fields.items()
+              if not k.startswith(("general.", "GGUF."))}
+    return tensors, fields
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16"])
+def test_bytes_and_keys_match_llamacpp_converter(gemma, tmp_path, outtype):
+    name, folder = gemma
+    hf2gguf(str(folder), tmp_path / "ours.gguf", outtype=outtype, quiet=True)
+    run_converter(folder, tmp_path / "theirs.gguf", outtype)
+    (ta, fa), (tb, fb) = _read(tmp_path / "ours.gguf"), _read(tmp_path / "theirs.gguf")
+    assert sorted(ta) == sorted(tb)
+    assert [n for n in ta if ta[n] != tb[n]] == []
+    if name == "gemma3-pattern":      # the one key llama.cpp's converter leaves out
+        assert fa.pop("gemma3.attention.sliding_window_pattern") == [True, False, True]
+    # llama.cpp's converter types SentencePiece user-defined pieces NORMAL (ours: USER_DEFINED)
+    # and writes CodeGemma's FIM ids for every Gemma 1; neither is a model key
+    for k in ("tokenizer.ggml.token_type", "tokenizer.ggml.prefix_token_id",
+              "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id",
+              "tokenizer.ggml.fsep_token_id", "tokenizer.ggml.eot_token_id"):
+        fa.pop(k, None), fb.pop(k, None)
+    assert fa == fb
+
+
+@pytest.fixture(scope="module", params=[256, 192])
+def gemma3_f32(request, tmp_path_factory):
+    """Rows of 256 (K-quants fit) and of 192 (they fall back)."""
+    n = request.param
+    folder = tmp_path_factory.mktemp(f"g3q{n}")
+    build(folder, "gemma3", dict(GEMMA, hidden_size=n, intermediate_size=2 * n, head_dim=32,
+                                 query_pre_attn_scalar=32, num_hidden_layers=6,
+                                 sliding_window=8, tie=True))
+    hf2gguf(str(folder), folder / "f32.gguf", outtype="f32", quiet=True)
+    return folder
+
+
+@pytest.mark.parametrize("mix", ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"])
+def test_mixes_match_llamacpp(gemma3_f32, tmp_path, mix):
+    theirs = tmp_path / "theirs.gguf"
+    llamacpp_quantize(gemma3_f32 / "f32.gguf", theirs, RECIPES[mix][0])
+    quantize(gemma3_f32 / "f32.gguf", tmp_path / "ours.gguf", qtype=mix, quiet=True)
+    same_file_contents(tmp_path / "ours.gguf", theirs)
+
+
+def test_config_contradicting_llamacpp_is_refused(tmp_path):
+    from tinyconvert.formats.errors import InputError
+    build(tmp_path, "gemma3", dict(GEMMA, query_pre_attn_scalar=64, num_hidden_layers=2))
+    with pytest.raises(InputError, match="query_pre_attn_scalar"):
+        hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)
+    assert not (tmp_path / "x.gguf").exists()
