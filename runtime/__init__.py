@@ -1,2 +1,2 @@
-"""The bundled reference runtime: a llama-family forward pass in torch on the CPU, fed from any
-"GGUF tensor name -> tensor" source."""
+"""The bundled reference runtime: the forward pass of every registered architecture, in torch on
+the CPU, fed from any "GGUF tensor name -> tensor" source."""

@@ -19,7 +19,11 @@ class Recipe:
     attn_scale_27b: int | None = None  # Gemma: at this many layers scale by 1/sqrt(n_embd/n_head)
     n_swa: int = 0                   # sliding window when the file has no key (Gemma 2: 4096)
     swa_theta_is_base: bool = False  # SWA layers default to rope.freq_base (else 10000)
+    swa_theta_key: bool = True       # olmo2's graph ignores rope.freq_base_swa
     softcaps: tuple = (None, None)   # (attention, final) when the file has no keys (Gemma 2)
+    no_rope_step: int = 0            # SmolLM3: layer i has no RoPE iff (i + 1) % step == 0
+    no_swa: bool = False             # the file's window is ignored (phi3: llama.cpp's loader
+                                     # says "Phi SWA is currently disabled")
 
 
 RECIPES: dict[str, Recipe] = {
@@ -32,6 +36,10 @@ RECIPES: dict[str, Recipe] = {
                      attn_scale_27b=46, n_swa=4096, swa_theta_is_base=True, softcaps=(50.0, 30.0)),
     "gemma3": Recipe(neox=True, act="gelu_tanh", embed_scale=True, swa_period=6,
                      attn_scale_27b=62),
+    "olmo2": Recipe(neox=True, swa_period=4, swa_theta_is_base=True, swa_theta_key=False),
+    "smollm3": Recipe(no_rope_step=4),
+    "granite": Recipe(),
+    "phi3": Recipe(neox=True, no_swa=True),
 }
 
 
@@ -59,6 +67,14 @@ class Hparams:
     n_swa: int = 0                         # sliding window: key visible iff q - k < n_swa
     swa_layers: tuple[bool, ...] = ()      # per layer: sliding-window attention
     rope_theta_swa: float = 10000.0        # RoPE base (and no scaling) on sliding-window layers
+    nope_layers: tuple[bool, ...] = ()     # per layer: no RoPE at all (SmolLM3)
+    residual_scale: float | None = None    # Granite: sublayer outputs times this before the add
+    logit_scale: float | None = None       # Granite: logits divided by this
+    rope_attn_factor: float = 1.0          # cos/sin times this (rope.scaling.attn_factor: LongRoPE)
+    n_ctx_orig: int | None = None          # LongRoPE: long factors for contexts beyond this
+
+    def has_rope(self, i: int) -> bool:
+        return not (self.nope_layers and self.nope_layers[i])
 
     def is_swa(self, i: int) -> bool:
         return self.n_swa > 0 and bool(self.swa_layers) and self.swa_layers[i]
@@ -87,7 +103,7 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
     n_embd, n_head, n_layer = get("embedding_length"), get("attention.head_count"), get("block_count")
     head_dim = get("attention.key_length") or n_embd // n_head
     tokens = fields.get("tokenizer.ggml.tokens")
-    n_swa = get("attention.sliding_window", recipe.n_swa) or 0
+    n_swa = 0 if recipe.no_swa else get("attention.sliding_window", recipe.n_swa) or 0
     theta = get("rope.freq_base", 10000.0)
     return Hparams(
         arch=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
@@ -96,18 +112,28 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         n_vocab=n_vocab or get("vocab_size") or (len(tokens) if tokens is not None else 0),
         rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta=theta, rope_dim=get("rope.dimension_count"),
+        rope_attn_factor=get("rope.scaling.attn_factor", 1.0),
+        n_ctx_orig=get("rope.scaling.original_context_length") or get("context_length"),
         rope_scaling=_rope_scaling(get), act=_act(fields, arch, magic, recipe),
         sparse_threshold=(float(fields.get("powerinfer.sparse_threshold", 0.0))
                           if magic == b"PWRI" else None),
         neox=recipe.neox,
-        embed_scale=math.sqrt(n_embd) if recipe.embed_scale else None,
-        attn_scale=_attn_scale(recipe, n_layer, n_embd, n_head),
+        embed_scale=get("embedding_scale") or (math.sqrt(n_embd) if recipe.embed_scale else None),
+        attn_scale=get("attention.scale") or _attn_scale(recipe, n_layer, n_embd, n_head),
+        residual_scale=get("residual_scale") or None, logit_scale=get("logit_scale") or None,
+        nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
+                          for i in range(n_layer)),
         attn_softcap=get("attn_logit_softcapping", recipe.softcaps[0]),
         final_softcap=get("final_logit_softcapping", recipe.softcaps[1]),
         n_swa=n_swa,
         swa_layers=_swa_layers(recipe, n_layer, get("attention.sliding_window_pattern"))
         if n_swa else (),
-        rope_theta_swa=get("rope.freq_base_swa", theta if recipe.swa_theta_is_base else 10000.0))
+        rope_theta_swa=_swa_theta(recipe, get, theta))
+
+
+def _swa_theta(recipe: Recipe, get, theta: float) -> float:
+    default = theta if recipe.swa_theta_is_base else 10000.0
+    return get("rope.freq_base_swa", default) if recipe.swa_theta_key else default
 
 
 def _rope_scaling(get) -> dict:

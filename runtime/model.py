@@ -1,7 +1,8 @@
 """The forward pass of the llama-like families (llama, mistral, qwen2 with q/k/v biases, qwen3
 with q/k norms, gemma 1/2/3 with scaled embeddings, sandwich norms, GeGLU, sliding windows and
-softcaps; GQA; tied embeddings; SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The
-blocks are chosen by the hyperparameters (the GGUF's keys) and the tensors the file has.
+softcaps; phi3 with fused qkv and gate+up, partial rotary and LongRoPE; GQA; tied embeddings;
+SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The blocks are chosen by the
+hyperparameters (the GGUF's keys) and the tensors the file has.
 
 Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
 checkpoint (through the converter's architecture table) run the very same code. Two drivers:
@@ -17,22 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from tinyconvert.runtime.hparams import Hparams
-from tinyconvert.runtime.rope import apply_rope, rope_cos_sin
+from tinyconvert.runtime.projections import gate_up, linear, qkv
+from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
 
 Weights = Callable[[str], "torch.Tensor | None"]
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-
-
-def linear(x: torch.Tensor, w, b: torch.Tensor | None = None) -> torch.Tensor:
-    """w: a tensor [out, in] (torch order of GGUF tensors) or a callable layer (T-MAC's LUT
-    path, runtime.lut.LutLinear)."""
-    if isinstance(w, torch.Tensor):
-        return F.linear(x, w, b)
-    y = w(x)
-    return y + b if b is not None else y
 
 
 @dataclass
@@ -50,13 +43,12 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
     """x: [T, n_embd] (already normed) -> [T, n_embd]."""
     p = f"blk.{i}."
     T, hd = x.shape[0], hp.head_dim
-    q = linear(x, get(p + "attn_q.weight"), get(p + "attn_q.bias")).view(T, hp.n_head, hd)
-    k = linear(x, get(p + "attn_k.weight"), get(p + "attn_k.bias")).view(T, hp.n_kv_head, hd)
-    v = linear(x, get(p + "attn_v.weight"), get(p + "attn_v.bias")).view(T, hp.n_kv_head, hd)
-    if (qn := get(p + "attn_q_norm.weight")) is not None:      # qwen3, gemma3: per-head RMSNorm
-        q = rms_norm(q, qn, hp.rms_eps)
-        k = rms_norm(k, get(p + "attn_k_norm.weight"), hp.rms_eps)
-    q, k = apply_rope(q, cos, sin, hp.neox), apply_rope(k, cos, sin, hp.neox)
+    q, k, v = qkv(hp, get, p, x)                 # separate or fused (phi3's attn_qkv)
+    v = v.reshape(T, hp.n_kv_head, hd)
+    q, k = _qk_norm(hp, get, p, q, k)
+    q, k = q.view(T, hp.n_head, hd), k.view(T, hp.n_kv_head, hd)
+    if cos is not None:                  # None: a layer without RoPE (SmolLM3)
+        q, k = apply_rope(q, cos, sin, hp.neox), apply_rope(k, cos, sin, hp.neox)
     if cache is not None:
         if len(cache.k) > i:
             k, v = torch.cat([cache.k[i], k]), torch.cat([cache.v[i], v])
@@ -76,6 +68,20 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(T, S, pos0, window),
                                              scale=hp.attn_scale)[0]
     return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
+
+
+def _qk_norm(hp: Hparams, get: Weights, p: str, q: torch.Tensor, k: torch.Tensor):
+    """RMSNorm of q and k ([T, heads * hd]): per head where the weight has head_dim entries
+    (qwen3, gemma3), over the whole projection where it has heads * hd (olmo2)."""
+    qn = get(p + "attn_q_norm.weight")
+    if qn is None:
+        return q, k
+    kn, T = get(p + "attn_k_norm.weight"), q.shape[0]
+    if qn.shape[-1] == q.shape[-1]:
+        return rms_norm(q, qn, hp.rms_eps), rms_norm(k, kn, hp.rms_eps)
+    hd = hp.head_dim
+    return (rms_norm(q.view(T, -1, hd), qn, hp.rms_eps).reshape(T, -1),
+            rms_norm(k.view(T, -1, hd), kn, hp.rms_eps).reshape(T, -1))
 
 
 def _mask(T: int, S: int, pos0: int, window: int) -> torch.Tensor:
@@ -100,8 +106,7 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
     """x: [T, n_embd] (normed) -> (output [T, n_embd], active [T, n_ff] neurons with z != 0).
     keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing."""
     p = f"blk.{i}."
-    gate = linear(x, get(p + "ffn_gate.weight"))
-    up = linear(x, get(p + "ffn_up.weight"))
+    gate, up = gate_up(hp, get, p, x)            # separate or fused (phi3's ffn_up)
     if hp.act == "silu":
         z = F.silu(gate) * up
     elif hp.act == "gelu_tanh":                          # GeGLU (Gemma)
@@ -138,23 +143,34 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
     p = f"blk.{i}."
     y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
                   cos, sin, cache, pos0)
-    h = h + _norm(y, get(p + "post_attention_norm.weight"), hp.rms_eps)
+    h = h + _scaled(hp, _norm(y, get(p + "post_attention_norm.weight"), hp.rms_eps))
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
     y, active = ffn(hp, get, i, _norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep)
     if observe is not None and keep is not None:
         observe(i, keep, active)
-    return h + _norm(y, get(p + "post_ffw_norm.weight"), hp.rms_eps)
+    return h + _scaled(hp, _norm(y, get(p + "post_ffw_norm.weight"), hp.rms_eps))
 
 
-def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int) -> list[tuple]:
-    """(cos, sin) per layer: sliding-window layers may have their own base and no scaling."""
+def _scaled(hp: Hparams, y: torch.Tensor) -> torch.Tensor:
+    return y * hp.residual_scale if hp.residual_scale else y
+
+
+def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int,
+                n_ctx: int | None = None) -> list[tuple]:
+    """(cos, sin) per layer: sliding-window layers may have their own base and no scaling.
+    LongRoPE picks its factors by n_ctx, else the context so far, pos0 + T
+    (rope.pick_freq_factors)."""
     positions = torch.arange(pos0, pos0 + T)
     dim = hp.rope_dim or hp.head_dim
-    full = rope_cos_sin(positions, dim, hp.rope_theta, hp.rope_scaling, get("rope_freqs.weight"))
+    factors = pick_freq_factors(get, n_ctx or pos0 + T, hp.n_ctx_orig)
+    full = rope_cos_sin(positions, dim, hp.rope_theta, hp.rope_scaling, factors,
+                        attn_factor=hp.rope_attn_factor)
     swa = None
     if any(hp.is_swa(i) for i in range(hp.n_layer)):
-        swa = rope_cos_sin(positions, dim, hp.rope_theta_swa, {}, get("rope_freqs.weight"))
-    return [swa if hp.is_swa(i) else full for i in range(hp.n_layer)]
+        swa = rope_cos_sin(positions, dim, hp.rope_theta_swa, {}, factors,
+                           attn_factor=hp.rope_attn_factor)
+    return [(None, None) if not hp.has_rope(i) else swa if hp.is_swa(i) else full
+            for i in range(hp.n_layer)]
 
 
 def embed(hp: Hparams, get: Weights, ids: list[int]) -> torch.Tensor:
@@ -166,6 +182,8 @@ def output_logits(hp: Hparams, get: Weights, h: torch.Tensor) -> torch.Tensor:
     h = rms_norm(h, get("output_norm.weight"), hp.rms_eps)
     w = get("output.weight")
     logits = linear(h, w if w is not None else get("token_embd.weight"))
+    if hp.logit_scale:
+        logits = logits / hp.logit_scale
     if hp.final_softcap:
         logits = torch.tanh(logits / hp.final_softcap) * hp.final_softcap
     return logits
@@ -189,10 +207,12 @@ def prefill_layers(hp: Hparams, get: Weights, ids: list[int], *,
 
 
 class Model:
-    """All weights in memory, with a KV cache: batched prefill, then one token at a time."""
+    """All weights in memory, with a KV cache: batched prefill, then one token at a time.
+    n_ctx: the longest sequence it will run, fixed up front as llama.cpp's context is, so that
+    LongRoPE's choice of factors cannot change under keys already cached."""
 
-    def __init__(self, hp: Hparams, weights: dict[str, torch.Tensor]):
-        self.hp, self.weights = hp, weights
+    def __init__(self, hp: Hparams, weights: dict[str, torch.Tensor], n_ctx: int | None = None):
+        self.hp, self.weights, self.n_ctx = hp, weights, n_ctx
         self.cache = KVCache()
 
     def get(self, name: str):
@@ -206,7 +226,7 @@ class Model:
         """Appends ids to the cached sequence; returns their logits [T, n_vocab]."""
         pos0 = self.cache.length
         h = embed(self.hp, self.get, ids)
-        ropes = rope_tables(self.hp, self.get, pos0, len(ids))
+        ropes = rope_tables(self.hp, self.get, pos0, len(ids), self.n_ctx)
         for i in range(self.hp.n_layer):
             h = block(self.hp, self.get, i, h, *ropes[i], self.cache, pos0)
         return output_logits(self.hp, self.get, h)

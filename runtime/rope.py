@@ -1,5 +1,7 @@
-"""RoPE angle tables: plain, linear-scaled, llama3 (per-frequency factors from the rope_freqs
-tensor) and YaRN (ramped blend of interpolated and extrapolated frequencies, scaled cos/sin)."""
+"""RoPE angle tables: plain, linear-scaled, per-frequency divisors from a tensor (llama3's
+rope_freqs; LongRoPE's rope_factors_short/long) and YaRN (ramped blend of interpolated and
+extrapolated frequencies, scaled cos/sin); cos/sin may also carry a fixed scale (LongRoPE's
+rope.scaling.attn_factor)."""
 from __future__ import annotations
 
 import math
@@ -25,17 +27,32 @@ def _yarn(inv_freq: torch.Tensor, dim: int, base: float, s: dict) -> tuple[torch
     return inv_freq, attn
 
 
+def pick_freq_factors(get, n_ctx: int, n_ctx_orig: int | None) -> torch.Tensor | None:
+    """llama.cpp's get_rope_factors: the file's rope_freqs if it has one; else LongRoPE's long
+    factors when the context exceeds the original one and the short factors otherwise (None when
+    the file has neither). llama.cpp measures its configured context, transformers the sequence
+    so far; model.rope_tables passes a Model's fixed n_ctx, else the sequence so far."""
+    if (f := get("rope_freqs.weight")) is not None:
+        return f
+    if n_ctx_orig and n_ctx > n_ctx_orig and (f := get("rope_factors_long.weight")) is not None:
+        return f
+    return get("rope_factors_short.weight")
+
+
 def rope_cos_sin(positions: torch.Tensor, dim: int, base: float, scaling: dict,
-                 freq_factors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin: [T, dim/2] for the given integer positions."""
+                 freq_factors: torch.Tensor | None = None, *,
+                 attn_factor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin: [T, dim/2] for the given integer positions, times attn_factor (and YaRN's own
+    scale)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    mscale = 1.0
+    mscale = attn_factor
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors.float()
     if scaling.get("type") == "linear":
         inv_freq = inv_freq / scaling["factor"]
     elif scaling.get("type") == "yarn":
-        inv_freq, mscale = _yarn(inv_freq, dim, base, scaling)
+        inv_freq, yarn_scale = _yarn(inv_freq, dim, base, scaling)
+        mscale *= yarn_scale
     angles = positions.float()[:, None] * inv_freq[None, :]          # [T, dim/2]
     return angles.cos() * mscale, angles.sin() * mscale
 

@@ -82,7 +82,12 @@ ARCH_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                 "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
                 "gemma": ("GemmaConfig", "GemmaForCausalLM"),
                 "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
-                "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM")}
+                "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+                "olmo2": ("Olmo2Config", "Olmo2ForCausalLM"),
+                "olmo3": ("Olmo3Config", "Olmo3ForCausalLM"),
+                "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
+                "granite": ("GraniteConfig", "GraniteForCausalLM"),
+                "phi3": ("Phi3Config", "Phi3ForCausalLM")}
 
 
 def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32",

@@ -34,6 +34,9 @@ class Arch:
     omit_defaults: dict = field(default_factory=dict)   # keys llama.cpp's converter leaves out
                                                         # when they hold llama.cpp's default
     keys: Callable | None = None      # keys(writer, cfg): family keys beyond the common ones
+    own_rope: bool = False            # keys() writes the rope scaling itself (phi3's LongRoPE)
+    extra: Callable | None = None     # extra(cfg) -> [(GGUF name, float32 array)]: tensors the
+                                      # converter makes, not the checkpoint (LongRoPE factors)
 
     @property
     def arch_name(self) -> str:

@@ -87,7 +87,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> Mode
         rope_theta=cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0,
         rope=rope, tied=bool(cfg.get("tie_word_embeddings", False)),
         dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
-        rope_theta_swa=swa_rope.get("rope_theta") or cfg.get("rope_local_base_freq"))
+        rope_theta_swa=swa_rope.get("rope_theta"))
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
@@ -104,9 +104,12 @@ def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
     if c.explicit_head_dim:
         w.add_key_length(c.head_dim)
         w.add_value_length(c.head_dim)
+    if c.rope_theta_swa is not None:
+        w.add_rope_freq_base_swa(c.rope_theta_swa)
     if c.arch.keys is not None:
         c.arch.keys(w, c)
-    _add_rope_scaling(w, c.rope)
+    if not c.arch.own_rope:
+        _add_rope_scaling(w, c.rope)
 
 
 def gguf_fields(c: ModelConfig) -> dict:

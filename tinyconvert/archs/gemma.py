@@ -67,8 +67,6 @@ def gemma3_keys(w: gguf.GGUFWriter, c) -> None:
     if c.raw.get("final_logit_softcapping"):
         w.add_final_logit_softcapping(c.raw["final_logit_softcapping"])
     _swa_keys(w, c, "gemma3")
-    if c.rope_theta_swa is not None:
-        w.add_rope_freq_base_swa(c.rope_theta_swa)
 
 
 _GEMMA = dict(acts=GELU_TANH, act_key="hidden_activation", norm_shift=1.0)

@@ -1,4 +1,4 @@
-"""hf2gguf: a Hugging Face llama-family checkpoint to a GGUF file that llama.cpp runs.
+"""hf2gguf: a Hugging Face checkpoint of any registered architecture (tinyconvert.archs) to a GGUF file that llama.cpp runs.
 
 --outtype f32/f16/bf16/q8_0/auto follow llama.cpp's converter (bit-identical tensors); any other
 quantize type or mix (q4_k_m, ...) quantizes in the same pass, as llama.cpp's quantizer would from

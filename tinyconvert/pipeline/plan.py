@@ -133,14 +133,24 @@ def _float_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord,
     return PlannedTensor(name, rec.shape, qtype, read_rows, src_dtype, align, fallback)
 
 
+def _made_tensor(name: str, make: Callable[[], np.ndarray], n: int) -> PlannedTensor:
+    """A 1-D float32 tensor of n values the converter computes (rows of one value each)."""
+    def rows(r0, r1):
+        return np.asarray(make(), dtype=np.float32).reshape(-1, 1)[r0:r1]
+    return PlannedTensor(name, (n,), get_qtype("f32"), rows, "F32")
+
+
 def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
-    """Tensors the converter makes: `rope_freqs` for llama3 rope scaling (llama arch only)."""
+    """Tensors the converter makes: `rope_freqs` for llama3 rope scaling (llama arch only), and
+    the family's own (`Arch.extra`: phi3's LongRoPE factors), ahead of the checkpoint's tensors
+    as llama.cpp's converter orders them."""
     if cfg.arch.gguf_arch == gguf.MODEL_ARCH.LLAMA and cfg.rope["rope_type"] == "llama3":
-        def rows(r0, r1):
-            return llama3_rope_freqs(cfg).numpy().reshape(-1, 1)[r0:r1]
-        return [PlannedTensor("rope_freqs.weight", (cfg.head_dim // 2,), get_qtype("f32"),
-                              rows, "F32")]
-    return []
+        return [_made_tensor("rope_freqs.weight", lambda: llama3_rope_freqs(cfg).numpy(),
+                             cfg.head_dim // 2)]
+    if cfg.arch.extra is None:
+        return []
+    return [_made_tensor(name, lambda a=values: a, len(values))
+            for name, values in cfg.arch.extra(cfg)]
 
 
 def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:
