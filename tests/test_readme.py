@@ -1,5 +1,6 @@
 """The README's two set-up commands stay true: the first (install, build the real model, convert)
-is executed here; the second (the test command) is what .ci/run runs."""
+is executed here; the second (the test command) is what .ci/run runs. Its table of supported
+architectures is the registry's."""
 from __future__ import annotations
 
 import re
@@ -36,3 +37,20 @@ def test_readme_install_and_main_job(tmp_path):
     assert r.fields["general.architecture"].contents() == "llama"
     assert len(r.tensors) == 272
     out.unlink()
+
+
+def test_readme_architecture_table_is_the_registry():
+    from tests.support import readme_archs
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme_archs.with_table(text) == text, (
+        "README.md's table of supported architectures differs from tinyconvert.archs; "
+        f"regenerate it with `{readme_archs.REGENERATE}`")
+
+
+def test_readme_table_regeneration_replaces_only_the_block():
+    from tests.support.readme_archs import END, START, with_table
+    stale = f"before\n{START}\n| OldForCausalLM | old |\n{END}\nafter\n"
+    new = with_table(stale)
+    assert new.startswith(f"before\n{START}\n") and new.endswith(f"{END}\nafter\n")
+    assert "OldForCausalLM" not in new and "| LlamaForCausalLM " in new
+    assert with_table(new) == new

@@ -46,7 +46,7 @@ def generate(model: str, prompt: str, *, chat: bool = False, max_tokens: int = 1
     src = open_source(model)
     tok = tokenizer_for(src)
     ids = tok.encode(render_chat(tok, prompt), add_special=False) if chat else tok.encode(prompt)
-    runner = Model(src.hparams, {n: src.get(n) for n in src.names})
+    runner = Model(src.hparams, {n: src.get(n) for n in src.names}, n_ctx=len(ids) + max_tokens)
     gen = torch.Generator().manual_seed(seed)
     out: list[int] = []
     shown = ""

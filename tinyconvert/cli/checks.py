@@ -1,0 +1,90 @@
+"""Commands that run a model with the bundled runtime: verify and run. torch is imported inside
+the commands, so that the CLI as a whole starts fast."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tinyconvert.cli.errors import cli_errors
+
+
+@cli_errors
+def verify_cmd(
+    reference: str = typer.Argument(..., help="HF checkpoint (folder or hub id) or a GGUF file"),
+    candidate: Path = typer.Argument(..., help="the GGUF file to check"),
+    text: Optional[Path] = typer.Option(None, "--text", help="evaluation text file "
+                                        "(default: a built-in mixed text)"),
+    tokens: int = typer.Option(512, "--tokens", help="how many tokens of the text to use"),
+    max_kld: Optional[float] = typer.Option(None, "--max-kld",
+                                            help="fail above this mean KLD (default by type)"),
+    engine: str = typer.Option("runtime", "--engine", help="runtime or llama.cpp"),
+    as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer error and the KLD "
+                                        "distribution to this PNG (needs matplotlib)"),
+):
+    """Compare a GGUF file's predictions with its reference model's."""
+    import json
+
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.checks.verify import verify
+    if text is not None and not text.is_file():
+        raise InputError(f"{text}: no such text file")
+    body = text.read_text(encoding="utf-8") if text is not None else None
+    report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine)
+    if plot is not None:
+        from tinyconvert.checks.plot import plot_report
+        plot_report(report, plot)
+    if not as_json:
+        _print_report(report)
+    typer.echo(report.summary_line() if not as_json else json.dumps(report.as_json()))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_report(report) -> None:
+    s = report.stats
+    typer.echo(f"tokens            {s['tokens']}  (engine: {report.engine})")
+    typer.echo(f"KL divergence     mean {s['kld_mean']:.6g}  p99 {s['kld_p99']:.6g}  "
+               f"max {s['kld_max']:.6g}")
+    typer.echo(f"top-1 agreement   {s['top1']:.2%}")
+    typer.echo(f"perplexity        reference {s['ppl_reference']:.4f}  "
+               f"candidate {s['ppl_candidate']:.4f}")
+    typer.echo(f"max |logit diff|  {s['max_abs_logit_diff']:.6g}")
+    if report.layers:
+        worst = max(range(len(report.layers)), key=report.layers.__getitem__)
+        typer.echo("layer rel. error  " + " ".join(f"{e:.2g}" for e in report.layers)
+                   + f"  (worst: layer {worst})")
+    for m in report.vocab_mismatches:
+        typer.echo(f"vocabulary        MISMATCH: {m}")
+    if report.sparse:
+        sp = report.sparse
+        typer.echo(f"predictor         recall {sp['recall']:.2%}  precision {sp['precision']:.2%}  "
+                   f"computed {sp['fraction_computed']:.2%} of neurons (active "
+                   f"{sp['fraction_active']:.2%}), threshold {sp['threshold']:g}")
+        typer.echo(f"skipping alone    KLD mean {sp['kld_mean_from_skipping']:.6g}  max "
+                   f"{sp['kld_max_from_skipping']:.6g} (sparse vs dense run of this file)")
+
+
+@cli_errors
+def run_cmd(
+    model: str = typer.Argument(..., help="GGUF file, HF checkpoint folder or hub id"),
+    prompt: str = typer.Option(..., "-p", "--prompt", help="the prompt"),
+    chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the model's chat template"),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="stop after this many tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy"),
+    top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling mass"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+):
+    """Generate text with the bundled runtime (streams the output)."""
+    import sys
+
+    from tinyconvert.checks.generate import generate
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    generate(model, prompt, chat=chat, max_tokens=max_tokens, temperature=temperature,
+             top_p=top_p, seed=seed, on_text=show)
+    sys.stdout.write("\n")
