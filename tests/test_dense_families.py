@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 
 from tests.support import tiny
-from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize
-from tests.support.llamacpp_src import run_converter
-from tests.test_gemma import _read
-from tests.test_quantize import same_file_contents
+from tests.support.families import MIXES, converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES
-from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.pipeline.sources import open_source
 from tinyconvert.runtime.model import prefill_layers
 
@@ -70,13 +66,7 @@ def test_runtime_and_llamacpp_match_transformers(family):
 @pytest.mark.parametrize("outtype", ["f16", "bf16"])
 def test_bytes_and_keys_match_llamacpp_converter(family, tmp_path, outtype):
     name, folder = family
-    hf2gguf(str(folder), tmp_path / "ours.gguf", outtype=outtype, quiet=True)
-    run_converter(folder, tmp_path / "theirs.gguf", outtype)
-    (ta, fa), (tb, fb) = _read(tmp_path / "ours.gguf"), _read(tmp_path / "theirs.gguf")
-    assert sorted(ta) == sorted(tb)
-    assert [n for n in ta if ta[n] != tb[n]] == []
-    if "tokenizer.ggml.add_bos_token" not in fb:   # ours always says (llama.cpp's default for
-        fa.pop("tokenizer.ggml.add_bos_token")     # a gpt2 vocabulary decides otherwise)
+    fa, fb = converted_like_llamacpp(folder, tmp_path, outtype)
     assert fa == fb
 
 
@@ -92,12 +82,9 @@ def olmo2_f32(request, tmp_path_factory, smollm2_hf):
     return folder
 
 
-@pytest.mark.parametrize("mix", ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"])
+@pytest.mark.parametrize("mix", MIXES)
 def test_mixes_match_llamacpp(olmo2_f32, tmp_path, mix):
-    theirs = tmp_path / "theirs.gguf"
-    llamacpp_quantize(olmo2_f32 / "f32.gguf", theirs, RECIPES[mix][0])
-    quantize(olmo2_f32 / "f32.gguf", tmp_path / "ours.gguf", qtype=mix, quiet=True)
-    same_file_contents(tmp_path / "ours.gguf", theirs)
+    quantized_like_llamacpp(olmo2_f32 / "f32.gguf", tmp_path, mix)
 
 
 @pytest.mark.parametrize("arch, kw, match", [

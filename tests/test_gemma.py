@@ -4,17 +4,14 @@ against transformers and against llama.cpp's own converter output, the converter
 keys, and every mix against llama-quantize (rows multiple of 256 and not)."""
 from __future__ import annotations
 
-import gguf
 import numpy as np
 import pytest
 
 from tests.support import tiny
-from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize
+from tests.support.families import MIXES, converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.llamacpp_src import run_converter
-from tests.test_quantize import same_file_contents
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES
-from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.pipeline.sources import open_source
 from tinyconvert.runtime.model import prefill_layers
 
@@ -78,22 +75,10 @@ def test_llamacpp_matches_transformers_as_well_as_its_own_converter(gemma):
     assert ours["kld_mean"] < 1e-4 and ours["top1"] >= 0.95, ours
 
 
-def _read(path):
-    r = gguf.GGUFReader(path)
-    tensors = {t.name: (int(t.tensor_type), np.asarray(t.data).tobytes()) for t in r.tensors}
-    fields = {k: f.contents() for k, f in r.fields.items()
-              if not k.startswith(("general.", "GGUF."))}
-    return tensors, fields
-
-
 @pytest.mark.parametrize("outtype", ["f16", "bf16"])
 def test_bytes_and_keys_match_llamacpp_converter(gemma, tmp_path, outtype):
     name, folder = gemma
-    hf2gguf(str(folder), tmp_path / "ours.gguf", outtype=outtype, quiet=True)
-    run_converter(folder, tmp_path / "theirs.gguf", outtype)
-    (ta, fa), (tb, fb) = _read(tmp_path / "ours.gguf"), _read(tmp_path / "theirs.gguf")
-    assert sorted(ta) == sorted(tb)
-    assert [n for n in ta if ta[n] != tb[n]] == []
+    fa, fb = converted_like_llamacpp(folder, tmp_path, outtype)
     if name == "gemma3-pattern":      # the one key llama.cpp's converter leaves out
         assert fa.pop("gemma3.attention.sliding_window_pattern") == [True, False, True]
     # llama.cpp's converter types SentencePiece user-defined pieces NORMAL (ours: USER_DEFINED)
@@ -117,12 +102,9 @@ def gemma3_f32(request, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("mix", ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"])
+@pytest.mark.parametrize("mix", MIXES)
 def test_mixes_match_llamacpp(gemma3_f32, tmp_path, mix):
-    theirs = tmp_path / "theirs.gguf"
-    llamacpp_quantize(gemma3_f32 / "f32.gguf", theirs, RECIPES[mix][0])
-    quantize(gemma3_f32 / "f32.gguf", tmp_path / "ours.gguf", qtype=mix, quiet=True)
-    same_file_contents(tmp_path / "ours.gguf", theirs)
+    quantized_like_llamacpp(gemma3_f32 / "f32.gguf", tmp_path, mix)
 
 
 def test_config_contradicting_llamacpp_is_refused(tmp_path):

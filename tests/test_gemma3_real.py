@@ -15,7 +15,7 @@ from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacp
 from tests.support.compare import llamacpp_tokenize
 from tests.support.gemma3 import gemma3_gguf
 from tests.support.llamacpp_src import run_converter
-from tests.test_gemma import _read
+from tests.support.families import read_gguf_contents as _read
 from tests.test_quantize import same_file_contents
 from tinyconvert.checks.generate import generate
 from tinyconvert.checks.tokenizer import tokenizer_for

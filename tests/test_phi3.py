@@ -19,14 +19,10 @@ import pytest
 import torch
 
 from tests.support import tiny
-from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_quantize
-from tests.support.llamacpp_src import run_converter
-from tests.test_gemma import _read
-from tests.test_quantize import same_file_contents
+from tests.support.families import MIXES, converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES
-from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.pipeline.sources import open_source
 from tinyconvert.runtime.model import Model, prefill_layers
 
@@ -203,16 +199,10 @@ def test_cached_generation_matches_prefill(phi3):
 @pytest.mark.parametrize("outtype", ["f16", "bf16"])
 def test_bytes_and_keys_match_llamacpp_converter(phi3, tmp_path, outtype):
     name, folder = phi3
-    hf2gguf(str(folder), tmp_path / "ours.gguf", outtype=outtype, quiet=True)
-    run_converter(folder, tmp_path / "theirs.gguf", outtype)
-    (ta, fa), (tb, fb) = _read(tmp_path / "ours.gguf"), _read(tmp_path / "theirs.gguf")
-    assert sorted(ta) == sorted(tb)
-    assert [n for n in ta if ta[n] != tb[n]] == []
-    if "tokenizer.ggml.add_bos_token" not in fb:   # ours always says (llama.cpp's default for
-        fa.pop("tokenizer.ggml.add_bos_token")     # a gpt2 vocabulary decides otherwise)
+    fa, fb = converted_like_llamacpp(folder, tmp_path, outtype)
     assert fa == fb
     if "long" in name:
-        assert "rope_factors_short.weight" in ta and "phi3.rope.scaling.attn_factor" in fa
+        assert "phi3.rope.scaling.attn_factor" in fa
 
 
 @pytest.fixture(scope="module", params=[256, 192])
@@ -228,12 +218,9 @@ def phi3_f32(request, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("mix", ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"])
+@pytest.mark.parametrize("mix", MIXES)
 def test_mixes_match_llamacpp(phi3_f32, tmp_path, mix):
-    theirs = tmp_path / "theirs.gguf"
-    llamacpp_quantize(phi3_f32 / "f32.gguf", theirs, RECIPES[mix][0])
-    quantize(phi3_f32 / "f32.gguf", tmp_path / "ours.gguf", qtype=mix, quiet=True)
-    same_file_contents(tmp_path / "ours.gguf", theirs)
+    quantized_like_llamacpp(phi3_f32 / "f32.gguf", tmp_path, mix)
 
 
 BAD_ROPE = {

