@@ -81,12 +81,11 @@ def test_bytes_and_keys_match_llamacpp_converter(gemma, tmp_path, outtype):
     fa, fb = converted_like_llamacpp(folder, tmp_path, outtype)
     if name == "gemma3-pattern":      # the one key llama.cpp's converter leaves out
         assert fa.pop("gemma3.attention.sliding_window_pattern") == [True, False, True]
-    # llama.cpp's converter types SentencePiece user-defined pieces NORMAL (ours: USER_DEFINED)
-    # and writes CodeGemma's FIM ids for every Gemma 1; neither is a model key
-    for k in ("tokenizer.ggml.token_type", "tokenizer.ggml.prefix_token_id",
-              "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id",
-              "tokenizer.ggml.fsep_token_id", "tokenizer.ggml.eot_token_id"):
-        fa.pop(k, None), fb.pop(k, None)
+    if name == "gemma-1":   # llama.cpp's converter writes CodeGemma's FIM ids for every Gemma 1
+        want = {"prefix": 67, "suffix": 69, "middle": 68, "fsep": 70, "eot": 107}
+        fim = {k: fb.pop(f"tokenizer.ggml.{k}_token_id") for k in want
+               if f"tokenizer.ggml.{k}_token_id" in fb}
+        assert fim and fim.items() <= want.items(), fim
     assert fa == fb
 
 
@@ -113,3 +112,44 @@ def test_config_contradicting_llamacpp_is_refused(tmp_path):
     with pytest.raises(InputError, match="query_pre_attn_scalar"):
         hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def build_multimodal(folder) -> None:
+    """A tiny Gemma3ForConditionalGeneration: the Gemma 3 text model behind a SigLIP tower."""
+    import torch
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig,
+                              SiglipVisionConfig)
+    tiny.train_spm(folder, dummy_prefix=False, tokenizer_class="GemmaTokenizer")
+    text = Gemma3TextConfig(vocab_size=tiny.vocab_size(folder), hidden_size=64,
+                            intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                            sliding_window=8, max_position_embeddings=256,
+                            initializer_range=0.08, bos_token_id=1, eos_token_id=2,
+                            pad_token_id=0)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=28, patch_size=14)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                       image_token_index=999, boi_token_index=998, eoi_token_index=997)
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    model.save_pretrained(folder)
+
+
+def test_multimodal_checkpoint_converts_its_text_model(tmp_path):
+    """The vision tower and projector are skipped on purpose; the text model's tensors and keys
+    equal llama.cpp's converter's, and llama.cpp computes what transformers computes."""
+    build_multimodal(tmp_path)
+    hf2gguf(str(tmp_path), tmp_path / "m.gguf", outtype="f32", quiet=True)
+    ids = spm_ids(tmp_path)
+    ref = hf_logits(tmp_path, ids)
+    src = open_source(tmp_path)
+    assert np.abs(prefill_layers(src.hparams, src.get, ids).double().numpy() - ref).max() < 1e-3
+    stats = kld_stats(ref, llamacpp_logits(tmp_path / "m.gguf", ids))
+    assert stats["kld_mean"] < 1e-4 and stats["top1"] >= 0.95, stats
+    (tmp_path / "c").mkdir()
+    fa, fb = converted_like_llamacpp(tmp_path, tmp_path / "c", "f16")
+    assert fa == fb
