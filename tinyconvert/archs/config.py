@@ -19,9 +19,8 @@ from tinyconvert.archs import arch_for
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
-SUPPORTED_ACTS = ("silu",)
-RUNTIME_ACTS = ("silu", "relu", "fatrelu")   # the runtime also runs ReLU-gated FFNs (FATReLU's
-                                             # 0.01 floor is not modelled: PowerInfer ignores it)
+RELU_ACTS = ("relu", "fatrelu")   # ReLU-gated FFNs (PowerInfer's models): the runtime runs them
+                                  # (FATReLU's 0.01 floor is not modelled: PowerInfer ignores it)
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,10 @@ def _need(cfg: dict, key: str, path: Path):
     return cfg[key]
 
 
-def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> ModelConfig:
-    """acts: FFN activations accepted (the converter's llama.cpp targets run SiLU only)."""
+def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
+                extra_acts: tuple[str, ...] = ()) -> ModelConfig:
+    """acts: the FFN activations accepted (default: what llama.cpp's graph for the family
+    computes, `Arch.acts`), plus extra_acts."""
     path = folder / "config.json"
     if not path.is_file():
         raise InputError(f"{folder}: no config.json (is this a Hugging Face checkpoint folder?)")
@@ -65,7 +66,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] = SUPPORTED_ACTS) -> Mode
     if isinstance(cfg.get("text_config"), dict):    # multimodal wrapper: the language model's
         cfg = {**cfg, **cfg["text_config"]}          # keys, as llama.cpp's converter reads them
     act = cfg.get(arch.act_key) or cfg.get("hidden_act", "silu")
-    acts = acts if arch.acts == ("silu",) else arch.acts
+    acts = (arch.acts if acts is None else acts) + extra_acts
     if act not in acts:
         raise InputError(f"{path}: hidden_act {act!r} is not supported for {hf_class} "
                          f"(supported: {', '.join(acts)})")

@@ -19,7 +19,7 @@ from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
 from tinyconvert.formats.vocab import add_vocab, load_vocab
-from tinyconvert.archs.config import add_hparams, read_config
+from tinyconvert.archs.config import RELU_ACTS, add_hparams, read_config
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.general import add_general
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
@@ -58,9 +58,6 @@ def _plan(cfg, records, outtype: str, target):
     return assign(base, target, shape)
 
 
-RELU_ACTS = ("relu", "fatrelu")
-
-
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
     from tinyconvert.formats.predictor import load_predictors
     from tinyconvert.powerinfer.pwri import to_powerinfer
@@ -96,7 +93,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     out = Path(out)
     folder = resolve_model(model)
     check_output(out, folder)
-    cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else ("silu",))
+    cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else None)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
     if gptq_cfg is not None:

@@ -10,7 +10,7 @@ from typing import Callable
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
-from tinyconvert.archs.config import RUNTIME_ACTS, ModelConfig, gguf_fields, read_config
+from tinyconvert.archs.config import RELU_ACTS, ModelConfig, gguf_fields, read_config
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
@@ -38,7 +38,7 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
 
 def hf_source(folder: Path) -> ModelSource:
     import torch
-    cfg = read_config(folder, acts=RUNTIME_ACTS)
+    cfg = read_config(folder, extra_acts=RELU_ACTS)
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
     planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, records, "f32")}
 
