@@ -45,7 +45,7 @@ def family(request, tmp_path_factory, smollm2_hf):
     arch, kw = CASES[request.param]
     folder = tmp_path_factory.mktemp(request.param)
     copy_tokenizer(folder, smollm2_hf)
-    tiny.build_model(folder, arch, n_vocab=49152, **kw)
+    tiny.build_model(folder, arch, n_vocab=49152, sharpen=5.0, **kw)
     hf2gguf(str(folder), folder / "ours-f32.gguf", outtype="f32", quiet=True)
     return request.param, folder
 

@@ -17,7 +17,8 @@ from tinyconvert.runtime.model import prefill_layers
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
         "I've been told they'RE here.   Spaces\tand\ttabs. Numbers: 12,345.67 and 2024-11-23.")
-GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, hidden_activation="gelu_pytorch_tanh")
+GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, hidden_activation="gelu_pytorch_tanh",
+             sharpen=5.0)
 CASES = {
     # a period that is not llama.cpp's default (the file carries the pattern array), untied
     "gemma3-pattern": ("gemma3", dict(GEMMA, sliding_window=8, num_hidden_layers=3, layer_types=[
