@@ -22,12 +22,16 @@ class Recipe:
     swa_theta_key: bool = True       # olmo2's graph ignores rope.freq_base_swa
     softcaps: tuple = (None, None)   # (attention, final) when the file has no keys (Gemma 2)
     no_rope_step: int = 0            # SmolLM3: layer i has no RoPE iff (i + 1) % step == 0
+    expert_norm: bool = False        # MoE: renormalise the top-k router weights
     no_swa: bool = False             # the file's window is ignored (phi3: llama.cpp's loader
                                      # says "Phi SWA is currently disabled")
 
 
 RECIPES: dict[str, Recipe] = {
-    "llama": Recipe(),
+    "llama": Recipe(expert_norm=True),                  # Mixtral: renormalised top-k
+    "qwen3moe": Recipe(neox=True, expert_norm=True),
+    "qwen2moe": Recipe(neox=True),
+    "olmoe": Recipe(neox=True),
     "bamboo": Recipe(),
     "qwen2": Recipe(neox=True),
     "qwen3": Recipe(neox=True),
@@ -68,6 +72,10 @@ class Hparams:
     swa_layers: tuple[bool, ...] = ()      # per layer: sliding-window attention
     rope_theta_swa: float = 10000.0        # RoPE base (and no scaling) on sliding-window layers
     nope_layers: tuple[bool, ...] = ()     # per layer: no RoPE at all (SmolLM3)
+    n_expert: int = 0                      # mixture of experts (0: dense FFN)
+    n_expert_used: int = 0
+    expert_norm: bool = False              # renormalise the top-k weights (llama.cpp's norm_w)
+    expert_weights_scale: float | None = None
     residual_scale: float | None = None    # Granite: sublayer outputs times this before the add
     logit_scale: float | None = None       # Granite: logits divided by this
     rope_attn_factor: float = 1.0          # cos/sin times this (rope.scaling.attn_factor: LongRoPE)
@@ -121,6 +129,9 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         embed_scale=get("embedding_scale") or (math.sqrt(n_embd) if recipe.embed_scale else None),
         attn_scale=get("attention.scale") or _attn_scale(recipe, n_layer, n_embd, n_head),
         residual_scale=get("residual_scale") or None, logit_scale=get("logit_scale") or None,
+        n_expert=get("expert_count", 0) or 0, n_expert_used=get("expert_used_count", 0) or 0,
+        expert_norm=recipe.expert_norm,
+        expert_weights_scale=get("expert_weights_scale") or None,
         nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
                           for i in range(n_layer)),
         attn_softcap=get("attn_logit_softcapping", recipe.softcaps[0]),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tinyconvert.runtime.hparams import Hparams
+from tinyconvert.runtime.moe import moe_ffn
 from tinyconvert.runtime.projections import gate_up, linear, qkv
 from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
 
@@ -102,10 +103,13 @@ def _softcapped(hp: Hparams, q, k, v, mask) -> torch.Tensor:
 
 
 def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
-        keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        keep: torch.Tensor | None = None, on_route=None) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, n_embd] (normed) -> (output [T, n_embd], active [T, n_ff] neurons with z != 0).
-    keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing."""
+    keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing.
+    on_route(i, ids [T, k]): the experts an MoE layer chose for each token."""
     p = f"blk.{i}."
+    if hp.n_expert:                              # mixture of experts: no neuron-level view
+        return moe_ffn(hp, get, i, x, on_route), None
     gate, up = gate_up(hp, get, p, x)            # separate or fused (phi3's ffn_up)
     if hp.act == "silu":
         z = F.silu(gate) * up
@@ -136,16 +140,19 @@ def _norm(h: torch.Tensor, w, eps: float) -> torch.Tensor:
 
 
 def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
-          cache: KVCache | None = None, pos0: int = 0, observe=None) -> torch.Tensor:
+          cache: KVCache | None = None, pos0: int = 0, observe=None,
+          on_route=None) -> torch.Tensor:
     """Pre-norm residual blocks; a norm the file has after a sublayer (Gemma's sandwich
     post_attention_norm / post_ffw_norm) is applied to its output before the residual add.
-    observe(i, keep, active): sparse runs report predicted vs truly active neurons."""
+    observe(i, keep, active): sparse runs report predicted vs truly active neurons.
+    on_route(i, ids): MoE runs report the experts chosen per token."""
     p = f"blk.{i}."
     y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
                   cos, sin, cache, pos0)
     h = h + _scaled(hp, _norm(y, get(p + "post_attention_norm.weight"), hp.rms_eps))
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, _norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep)
+    y, active = ffn(hp, get, i, _norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep,
+                    on_route)
     if observe is not None and keep is not None:
         observe(i, keep, active)
     return h + _scaled(hp, _norm(y, get(p + "post_ffw_norm.weight"), hp.rms_eps))

@@ -87,16 +87,21 @@ ARCH_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                 "olmo3": ("Olmo3Config", "Olmo3ForCausalLM"),
                 "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
                 "granite": ("GraniteConfig", "GraniteForCausalLM"),
+                "mixtral": ("MixtralConfig", "MixtralForCausalLM"),
+                "qwen3moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
+                "qwen2moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
+                "olmoe": ("OlmoeConfig", "OlmoeForCausalLM"),
                 "phi3": ("Phi3Config", "Phi3ForCausalLM")}
 
 
 def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32",
                 tie: bool = False, rope: dict | None = None, head_dim: int | None = None,
                 n_kv_head: int = 2, n_vocab: int | None = None, sharpen: float = 1.0,
-                **extra) -> None:
+                scales: dict[str, float] | None = None, **extra) -> None:
     """Saves a seeded tiny model into a folder that already holds its tokenizer. sharpen scales
     the output rows: at 64 dims std-0.08 rows give logits of std ~0.6 (top probability under
-    1%); times 5 they are peaked as a real model's, so KLD bars and top-1 checks bite."""
+    1%); times 5 they are peaked as a real model's, so KLD bars and top-1 checks bite.
+    scales: parameter-name substring -> factor (an MoE router scaled up routes decisively)."""
     import torch
     import transformers
     cfg_cls, model_cls = (getattr(transformers, n) for n in ARCH_CLASSES[arch])
@@ -119,4 +124,8 @@ def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
         model.get_output_embeddings().weight.mul_(sharpen)
+        for name, p in model.named_parameters():
+            for part, k in (scales or {}).items():
+                if part in name:
+                    p.mul_(k)
     model.to(getattr(torch, dtype)).save_pretrained(folder)

@@ -43,6 +43,8 @@ class ModelConfig:
     tied: bool
     dtype: str | None        # what the config claims; the converter trusts the tensors instead
     rope_theta_swa: float | None = None   # RoPE base of sliding-window layers, when the config says
+    n_expert: int = 0        # mixture of experts: experts per layer and experts used per token
+    n_expert_used: int = 0
 
 
 def _need(cfg: dict, key: str, path: Path):
@@ -77,7 +79,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
     rope["rope_type"] = None if rope_type in (None, "default") else str(rope_type).lower()
     n_embd, n_head = _need(cfg, "hidden_size", path), _need(cfg, "num_attention_heads", path)
     head_dim = cfg.get("head_dim")
-    return ModelConfig(
+    config = ModelConfig(
         raw=cfg, hf_class=hf_class, arch=arch,
         n_layer=_need(cfg, "num_hidden_layers", path), n_embd=n_embd,
         n_ff=_need(cfg, "intermediate_size", path), n_head=n_head,
@@ -88,7 +90,20 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
         rope_theta=cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0,
         rope=rope, tied=bool(cfg.get("tie_word_embeddings", False)),
         dtype=cfg.get("dtype") or cfg.get("torch_dtype"),
-        rope_theta_swa=swa_rope.get("rope_theta"))
+        rope_theta_swa=swa_rope.get("rope_theta"),
+        n_expert=_first(cfg, EXPERT_COUNT_KEYS) or 0,
+        n_expert_used=_first(cfg, EXPERT_USED_KEYS) or 0)
+    gguf_fields(config)      # a config the family refuses fails here, before any tensor is read
+    return config
+
+
+# llama.cpp's converter takes the first of these that the config has
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+EXPERT_USED_KEYS = ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")
+
+
+def _first(cfg: dict, keys: tuple[str, ...]):
+    return next((cfg[k] for k in keys if cfg.get(k) is not None), None)
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
@@ -107,6 +122,10 @@ def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
         w.add_value_length(c.head_dim)
     if c.rope_theta_swa is not None:
         w.add_rope_freq_base_swa(c.rope_theta_swa)
+    if c.n_expert:
+        w.add_expert_count(c.n_expert)
+    if c.n_expert_used:
+        w.add_expert_used_count(c.n_expert_used)
     if c.arch.keys is not None:
         c.arch.keys(w, c)
     if not c.arch.own_rope:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from tinyconvert.checks.experts import ExpertCounter
 from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
 from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
@@ -35,6 +36,7 @@ class VerifyReport:
     engine: str
     kld_values: torch.Tensor = field(repr=False, default=None)
     sparse: dict | None = None              # PowerInfer files: predictor quality and its cost
+    experts: dict | None = None             # MoE files: how evenly the experts were chosen
 
     @property
     def passed(self) -> bool:
@@ -43,7 +45,8 @@ class VerifyReport:
     def as_json(self) -> dict:
         return {**self.stats, "max_kld": self.max_kld, "passed": self.passed,
                 "engine": self.engine, "layer_rel_error": self.layers,
-                "vocab_mismatches": self.vocab_mismatches, "sparse": self.sparse}
+                "vocab_mismatches": self.vocab_mismatches, "sparse": self.sparse,
+                "experts": self.experts}
 
     def summary_line(self) -> str:
         s = self.stats
@@ -74,7 +77,7 @@ class SparseCounter:
                 "fraction_active": self.active / max(1, self.total)}
 
 
-def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None):
+def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None, on_route=None):
     """Both models, one layer at a time (two layers' weights in memory at most)."""
     hr, hc = (embed(m.hparams, m.get, ids) for m in (ref, cand))
     rr = rope_tables(ref.hparams, ref.get, 0, len(ids))
@@ -82,7 +85,7 @@ def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None)
     layers = []
     for i in range(ref.hparams.n_layer):
         hr = block(ref.hparams, ref.get, i, hr, *rr[i])
-        hc = block(cand.hparams, cand.get, i, hc, *rc[i], observe=observe)
+        hc = block(cand.hparams, cand.get, i, hc, *rc[i], observe=observe, on_route=on_route)
         layers.append(metrics.relative_error(hr, hc))
     return output_logits(ref.hparams, ref.get, hr), output_logits(cand.hparams, cand.get, hc), layers
 
@@ -152,12 +155,14 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
         raise InputError("the evaluation text gives fewer than 2 tokens")
     parts, layer_sums, skip_parts = [], [], []
     counter = SparseCounter() if cand.hparams.sparse_threshold is not None else None
+    routes = (ExpertCounter(cand.hparams.n_layer, cand.hparams.n_expert)
+              if cand.hparams.n_expert and engine == "runtime" else None)
     for c0 in range(0, len(ids), chunk):
         part = ids[c0:c0 + chunk]
         if len(part) < 2:
             break
         if engine == "runtime":
-            lr, lc, layers = _lockstep(ref, cand, part, counter)
+            lr, lc, layers = _lockstep(ref, cand, part, counter, routes)
             layer_sums.append(layers)
             if counter is not None:         # the same file run densely: what skipping alone costs
                 dense = replace(cand, hparams=replace(cand.hparams, sparse_threshold=None))
@@ -177,7 +182,7 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
         sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
                   "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
-                        kld_values, sparse)
+                        kld_values, sparse, routes.report() if routes is not None else None)
 
 
 def _default_limit(fields: dict) -> float:

@@ -58,6 +58,9 @@ def _print_report(report) -> None:
                    + f"  (worst: layer {worst})")
     for m in report.vocab_mismatches:
         typer.echo(f"vocabulary        MISMATCH: {m}")
+    if report.experts:
+        from tinyconvert.checks.experts import ExpertCounter
+        typer.echo(f"experts           {ExpertCounter.summary(report.experts)}")
     if report.sparse:
         sp = report.sparse
         typer.echo(f"predictor         recall {sp['recall']:.2%}  precision {sp['precision']:.2%}  "

@@ -54,7 +54,8 @@ def _plan(cfg, records, outtype: str, target):
     from tinyconvert.pipeline.assign import Target, assign
     target = target or Target(recipe(outtype))
     base = extra_tensors(cfg) + plan_tensors(cfg, records, "f32")
-    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
+    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch),
+                       cfg.n_expert)
     return assign(base, target, shape)
 
 
@@ -66,7 +67,8 @@ def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
         return to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16")
     from tinyconvert.pipeline.assign import Target, assign
     base = to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32")
-    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch))
+    shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch),
+                       cfg.n_expert)
     return assign(base, Target(outtype), shape)
 
 

@@ -41,6 +41,7 @@ class ModelShape:
     n_head: int
     n_kv_head: int
     arch: str = "llama"
+    n_expert: int = 0
 
     @property
     def n_gqa(self) -> int:
@@ -63,6 +64,17 @@ class Options:
     token_embedding_type: str | None = None
     leave_output_tensor: bool = False
     tensor_types: tuple[tuple[str, str], ...] = ()     # (regex, type), first match wins
+
+
+# llama-quant.cpp: the mixes whose attn_output an eight-expert model bumps to Q5_K
+EIGHT_EXPERT_ATTN_OUTPUT_Q5_K = ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m")
+
+
+def layer_of(name: str) -> int:
+    m = re.match(r"blk\.(\d+)\.", name)
+    if m is None:
+        raise InputError(f"cannot read the layer of expert tensor {name!r}")
+    return int(m.group(1))
 
 
 def llama_order(name: str) -> tuple[int, str]:
@@ -131,9 +143,15 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
             new = "q5_k"
         if shape.is_70b and new in ("q3_k", "q4_k"):
             new = "q5_k"
+        if shape.n_expert == 8:             # Mixtral: attention is small next to the experts
+            new = "q8_0"
         st.i_wv += 1
+    elif cat == "attn_k" and shape.n_expert == 8:
+        new = "q8_0"
     elif cat == "ffn_down":
-        i, n = st.i_down, st.n_down
+        # with experts llama.cpp reads the layer from the name (expert and shared-expert tensors
+        # share the layer); the counter still advances
+        i, n = (layer_of(name) if shape.n_expert > 1 else st.i_down), st.n_down
         if mix == "q2_k":
             new = "q3_k"
         elif mix == "q3_k_m":
@@ -149,6 +167,8 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
         elif mix == "q4_k_s" and i < n // 8:
             new = "q5_k"
         st.i_down += 1
+    elif cat == "attn_output" and shape.n_expert == 8:
+        new = "q5_k" if mix in EIGHT_EXPERT_ATTN_OUTPUT_Q5_K else new
     elif cat == "attn_output":
         new = {"q2_k": "q3_k", "q3_k_m": "q4_k", "q3_k_l": "q5_k"}.get(mix, new)
     return new

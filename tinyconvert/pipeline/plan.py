@@ -14,6 +14,7 @@ import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
 from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.quant import QuantType, get_qtype
 from tinyconvert.quant.tmac_types import CANONICAL
 
@@ -106,7 +107,7 @@ def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> Pla
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
-    for rec in records:
+    for rec in stack_experts(records):
         if mapper.skipped(rec.name):
             continue
         if rec.name.endswith("lm_head.weight") and (cfg.tied or cfg.arch.drop_output):

@@ -153,7 +153,8 @@ def _shape(f: gf.GgufFile) -> ModelShape:
     arch = f.value("general.architecture", "llama")
     n_head = f.value(f"{arch}.attention.head_count", 1)
     return ModelShape(f.value(f"{arch}.block_count", 0), n_head,
-                      f.value(f"{arch}.attention.head_count_kv", n_head), arch)
+                      f.value(f"{arch}.attention.head_count_kv", n_head), arch,
+                      f.value(f"{arch}.expert_count", 0))
 
 
 def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,

@@ -1,0 +1,47 @@
+"""The mixture-of-experts FFN as llama.cpp's build_moe_ffn computes it for softmax routers
+(Mixtral, Qwen2/3-MoE, OLMoE): probabilities over all experts, the top k kept, renormalised
+where the architecture does, optionally scaled; each expert runs only on the tokens routed to
+it. Qwen2-MoE adds a shared expert gated by sigmoid(x . ffn_gate_inp_shexp)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tinyconvert.runtime.projections import Weights, linear
+
+
+def _swiglu(x: torch.Tensor, gate, up, down) -> torch.Tensor:
+    return linear(F.silu(linear(x, gate)) * linear(x, up), down)
+
+
+def route(hp, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [T, n_expert] -> (weights [T, k], expert ids [T, k])."""
+    weights, ids = logits.softmax(-1).topk(hp.n_expert_used, dim=-1)
+    if hp.expert_norm:
+        weights = weights / weights.sum(-1, keepdim=True)
+    if hp.expert_weights_scale:
+        weights = weights * hp.expert_weights_scale
+    return weights, ids
+
+
+def moe_ffn(hp, get: Weights, i: int, x: torch.Tensor,
+            on_route: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """x: [T, n_embd] (normed) -> [T, n_embd]. on_route(i, ids [T, k]) sees the choices."""
+    p = f"blk.{i}."
+    weights, ids = route(hp, linear(x, get(p + "ffn_gate_inp.weight")))
+    if on_route is not None:
+        on_route(i, ids)
+    gate, up, down = (get(f"{p}ffn_{w}_exps.weight") for w in ("gate", "up", "down"))
+    out = torch.zeros_like(x)
+    for e in ids.unique().tolist():                     # [E, rows, cols] tensors, one slice each
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        y = _swiglu(x[tok], gate[e], up[e], down[e])
+        out.index_add_(0, tok, y * weights[tok, slot, None])
+    if (shared_up := get(p + "ffn_up_shexp.weight")) is not None:
+        y = _swiglu(x, get(p + "ffn_gate_shexp.weight"), shared_up, get(p + "ffn_down_shexp.weight"))
+        if (g := get(p + "ffn_gate_inp_shexp.weight")) is not None:
+            y = y * torch.sigmoid(linear(x, g))
+        out = out + y
+    return out
