@@ -171,3 +171,19 @@ def test_routing_llamacpp_would_not_compute_is_refused(tmp_path, smollm2_hf, arc
     with pytest.raises(InputError, match=match):
         hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_run_from_the_gguf_alone_equals_transformers_greedy(moe_model):
+    """Generation through the KV cache, with the tokenizer rebuilt from the file."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinyconvert.checks.generate import generate
+    name, folder = moe_model
+    prompt = "The quick brown fox"
+    ids = AutoTokenizer.from_pretrained(folder)(prompt, return_tensors="pt")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    want = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None,
+                          pad_token_id=0)[0, ids.shape[1]:].tolist()
+    got = generate(str(folder / "ours-f32.gguf"), prompt, max_tokens=10)
+    assert got == want[:len(got)] and len(got) >= 5, (name, got, want)
