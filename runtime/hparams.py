@@ -44,7 +44,10 @@ RECIPES: dict[str, Recipe] = {
     "smollm3": Recipe(no_rope_step=4),
     "granite": Recipe(),
     "phi3": Recipe(neox=True, no_swa=True),
+    "deepseek2": Recipe(),             # MLA (runtime.mla); routing read from the file's keys
 }
+# llama.cpp's llama_expert_gating_func_type
+GATING = {1: "softmax", 2: "sigmoid"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class Hparams:
     logit_scale: float | None = None       # Granite: logits divided by this
     rope_attn_factor: float = 1.0          # cos/sin times this (rope.scaling.attn_factor: LongRoPE)
     n_ctx_orig: int | None = None          # LongRoPE: long factors for contexts beyond this
+    expert_gating: str = "softmax"         # router probabilities: softmax | sigmoid
+    n_expert_groups: int = 0               # DeepSeek-V3: experts chosen within the best
+    n_group_used: int = 0                  # n_group_used of n_expert_groups groups
+    n_dense_lead: int = 0                  # DeepSeek: the first blocks have a dense FFN
+    mla: dict = field(default_factory=dict)   # DeepSeek MLA: kv_lora, q_lora, k_mla, v_mla,
+                                              # yarn_log_mul (empty: not MLA)
 
     def has_rope(self, i: int) -> bool:
         return not (self.nope_layers and self.nope_layers[i])
@@ -122,7 +131,7 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         rope_theta=theta, rope_dim=get("rope.dimension_count"),
         rope_attn_factor=get("rope.scaling.attn_factor", 1.0),
         n_ctx_orig=get("rope.scaling.original_context_length") or get("context_length"),
-        rope_scaling=_rope_scaling(get), act=_act(fields, arch, magic, recipe),
+        rope_scaling=_rope_scaling(get, arch), act=_act(fields, arch, magic, recipe),
         sparse_threshold=(float(fields.get("powerinfer.sparse_threshold", 0.0))
                           if magic == b"PWRI" else None),
         neox=recipe.neox,
@@ -130,7 +139,11 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         attn_scale=get("attention.scale") or _attn_scale(recipe, n_layer, n_embd, n_head),
         residual_scale=get("residual_scale") or None, logit_scale=get("logit_scale") or None,
         n_expert=get("expert_count", 0) or 0, n_expert_used=get("expert_used_count", 0) or 0,
-        expert_norm=recipe.expert_norm,
+        expert_norm=recipe.expert_norm or bool(get("expert_weights_norm", False)),
+        expert_gating=GATING.get(get("expert_gating_func", 0), "softmax"),
+        n_expert_groups=get("expert_group_count", 0) or 0,
+        n_group_used=get("expert_group_used_count", 0) or 0,
+        n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get),
         expert_weights_scale=get("expert_weights_scale") or None,
         nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
                           for i in range(n_layer)),
@@ -142,15 +155,32 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         rope_theta_swa=_swa_theta(recipe, get, theta))
 
 
+def _mla(get) -> dict:
+    """DeepSeek's latent attention sizes (llama.cpp's n_lora_kv, n_lora_q, n_embd_head_k_mla,
+    n_embd_head_v_mla), and the YaRN log multiplier its converter stores times 0.1."""
+    if not get("attention.kv_lora_rank"):
+        return {}
+    return {"kv_lora": get("attention.kv_lora_rank"), "q_lora": get("attention.q_lora_rank", 0),
+            "k_mla": get("attention.key_length_mla"), "v_mla": get("attention.value_length_mla"),
+            "yarn_log_mul": get("rope.scaling.yarn_log_multiplier", 0.0) / 0.1}
+
+
 def _swa_theta(recipe: Recipe, get, theta: float) -> float:
     default = theta if recipe.swa_theta_is_base else 10000.0
     return get("rope.freq_base_swa", default) if recipe.swa_theta_key else default
 
 
-def _rope_scaling(get) -> dict:
+def _rope_scaling(get, arch: str) -> dict:
     kind = get("rope.scaling.type")
     if kind not in ("linear", "yarn"):
         return {}
+    if arch == "deepseek2" and get("rope.scaling.yarn_log_multiplier"):
+        # llama_context sets the rope's own factor to mscale / mscale_all_dim, which it makes 1
+        # for deepseek2 (runtime.mla.kq_scale carries the YaRN scale instead)
+        return {"type": kind, "factor": get("rope.scaling.factor", 1.0), "attention_factor": 1.0,
+                "original_max_position_embeddings": get("rope.scaling.original_context_length"),
+                "beta_fast": get("rope.scaling.yarn_beta_fast"),
+                "beta_slow": get("rope.scaling.yarn_beta_slow")}
     return {"type": kind, "factor": get("rope.scaling.factor", 1.0),
             "original_max_position_embeddings": get("rope.scaling.original_context_length"),
             "attention_factor": get("rope.scaling.yarn_attn_factor"),

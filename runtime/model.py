@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tinyconvert.runtime import mla
 from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
 from tinyconvert.runtime.projections import gate_up, linear, qkv
@@ -43,6 +44,8 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
               cache: KVCache | None, pos0: int) -> torch.Tensor:
     """x: [T, n_embd] (already normed) -> [T, n_embd]."""
     p = f"blk.{i}."
+    if get(p + "attn_kv_a_mqa.weight") is not None:      # DeepSeek's latent attention
+        return mla.attention(hp, get, i, x, cos, sin, cache, pos0)
     T, hd = x.shape[0], hp.head_dim
     q, k, v = qkv(hp, get, p, x)                 # separate or fused (phi3's attn_qkv)
     v = v.reshape(T, hp.n_kv_head, hd)
@@ -108,7 +111,7 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
     keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing.
     on_route(i, ids [T, k]): the experts an MoE layer chose for each token."""
     p = f"blk.{i}."
-    if hp.n_expert:                              # mixture of experts: no neuron-level view
+    if hp.n_expert and i >= hp.n_dense_lead:     # mixture of experts: no neuron-level view
         return moe_ffn(hp, get, i, x, on_route), None
     gate, up = gate_up(hp, get, p, x)            # separate or fused (phi3's ffn_up)
     if hp.act == "silu":

@@ -1,7 +1,10 @@
-"""The mixture-of-experts FFN as llama.cpp's build_moe_ffn computes it for softmax routers
-(Mixtral, Qwen2/3-MoE, OLMoE): probabilities over all experts, the top k kept, renormalised
-where the architecture does, optionally scaled; each expert runs only on the tokens routed to
-it. Qwen2-MoE adds a shared expert gated by sigmoid(x . ffn_gate_inp_shexp)."""
+"""The mixture-of-experts FFN as llama.cpp's build_moe_ffn computes it: router probabilities
+over all experts (softmax: Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2; sigmoid: DeepSeek-V3), the
+top k kept, renormalised where the architecture does, optionally scaled; each expert runs only
+on the tokens routed to it. DeepSeek-V3 chooses on the probabilities plus a selection bias
+(exp_probs_b) within its best expert groups, but weights by the unbiased probabilities.
+Qwen2-MoE adds a shared expert gated by sigmoid(x . ffn_gate_inp_shexp); DeepSeek an ungated
+one."""
 from __future__ import annotations
 
 from typing import Callable
@@ -16,11 +19,28 @@ def _swiglu(x: torch.Tensor, gate, up, down) -> torch.Tensor:
     return linear(F.silu(linear(x, gate)) * linear(x, up), down)
 
 
-def route(hp, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def selection(hp, logits: torch.Tensor, bias: torch.Tensor | None = None):
+    """logits [T, n_expert] -> (probabilities, the scores experts are chosen by), both
+    [T, n_expert]; experts outside the chosen groups score -inf."""
+    probs = logits.sigmoid() if hp.expert_gating == "sigmoid" else logits.softmax(-1)
+    choice = probs if bias is None else probs + bias
+    if hp.n_expert_groups > 1:
+        # a group scores the sum of its top two; the best n_group_used groups stay
+        groups = choice.view(choice.shape[0], hp.n_expert_groups, -1)       # [T, G, E/G]
+        best = groups.topk(2, dim=-1).values.sum(-1).topk(hp.n_group_used, dim=-1).indices
+        keep = torch.zeros_like(groups[..., 0], dtype=torch.bool).scatter_(1, best, True)
+        choice = groups.masked_fill(~keep[..., None], float("-inf")).view_as(choice)
+    return probs, choice
+
+
+def route(hp, logits: torch.Tensor,
+          bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [T, n_expert] -> (weights [T, k], expert ids [T, k])."""
-    weights, ids = logits.softmax(-1).topk(hp.n_expert_used, dim=-1)
+    probs, choice = selection(hp, logits, bias)
+    ids = choice.topk(hp.n_expert_used, dim=-1).indices
+    weights = probs.gather(-1, ids)
     if hp.expert_norm:
-        weights = weights / weights.sum(-1, keepdim=True)
+        weights = weights / weights.sum(-1, keepdim=True).clamp(min=6.103515625e-5)  # as ggml
     if hp.expert_weights_scale:
         weights = weights * hp.expert_weights_scale
     return weights, ids
@@ -30,7 +50,8 @@ def moe_ffn(hp, get: Weights, i: int, x: torch.Tensor,
             on_route: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """x: [T, n_embd] (normed) -> [T, n_embd]. on_route(i, ids [T, k]) sees the choices."""
     p = f"blk.{i}."
-    weights, ids = route(hp, linear(x, get(p + "ffn_gate_inp.weight")))
+    weights, ids = route(hp, linear(x, get(p + "ffn_gate_inp.weight")),
+                         get(p + "exp_probs_b.bias"))
     if on_route is not None:
         on_route(i, ids)
     gate, up, down = (get(f"{p}ffn_{w}_exps.weight") for w in ("gate", "up", "down"))

@@ -64,10 +64,10 @@ def route_margin(src, ids, monkeypatch) -> float:
     above ~1e-3, float rounding cannot change which experts run."""
     gaps, original = [], moe.route
 
-    def spy(hp, logits):
+    def spy(hp, logits, *bias):
         p = logits.sort(-1, descending=True).values
         gaps.append(float((p[:, hp.n_expert_used - 1] - p[:, hp.n_expert_used]).min()))
-        return original(hp, logits)
+        return original(hp, logits, *bias)
     monkeypatch.setattr(moe, "route", spy)
     prefill_layers(src.hparams, src.get, ids)
     monkeypatch.setattr(moe, "route", original)

@@ -91,7 +91,9 @@ ARCH_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                 "qwen3moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
                 "qwen2moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
                 "olmoe": ("OlmoeConfig", "OlmoeForCausalLM"),
-                "phi3": ("Phi3Config", "Phi3ForCausalLM")}
+                "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+                "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM"),
+                "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM")}
 
 
 def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32",

@@ -29,7 +29,8 @@ class Arch:
     norm_shift: float = 0.0           # added to every *norm.weight (Gemma: HF computes x*(1+w))
     renames: tuple[tuple[str, str], ...] = ()   # (regex, replacement) on HF names, in order
     skip: tuple[str, ...] = ()        # regexes of HF names that are deliberately not converted
-    layer_tensors: tuple[str, ...] = LLAMA_LAYER   # what every block must have
+    layer_tensors: tuple[str, ...] | Callable = LLAMA_LAYER   # what every block must have, or
+                                      # layer_tensors(cfg, i) where blocks differ (dense-first MoE)
     drop_output: bool = False         # llama.cpp always reuses token_embd as the output
     omit_defaults: dict = field(default_factory=dict)   # keys llama.cpp's converter leaves out
                                                         # when they hold llama.cpp's default
@@ -37,10 +38,18 @@ class Arch:
     own_rope: bool = False            # keys() writes the rope scaling itself (phi3's LongRoPE)
     extra: Callable | None = None     # extra(cfg) -> [(GGUF name, float32 array)]: tensors the
                                       # converter makes, not the checkpoint (LongRoPE factors)
+    records: Callable | None = None   # records(cfg, records) -> records: checkpoint tensors the
+                                      # family reshapes or drops before naming (DeepSeek's kv_b)
 
     @property
     def arch_name(self) -> str:
         return self.name or gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+
+    def layer_needs(self, cfg, i: int) -> tuple[str, ...]:
+        """The tensors block i must have."""
+        if callable(self.layer_tensors):
+            return self.layer_tensors(cfg, i)
+        return self.layer_tensors
 
 
 def gguf_arch_name(arch: Arch) -> str:

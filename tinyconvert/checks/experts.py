@@ -18,17 +18,19 @@ class ExpertCounter:
     def report(self) -> dict:
         """histogram: per layer, tokens per expert; unused: (layer, expert) pairs never chosen;
         max_share: the busiest expert's load over an even share (1.0 is perfectly even)."""
-        used = self.counts[self.counts.sum(1) > 0]
+        moe = (self.counts.sum(1) > 0).nonzero().flatten().tolist()   # dense layers route none
+        used = self.counts[moe]                                        # (DeepSeek's first k)
         even = used.sum(1, keepdim=True).double() / used.shape[1]
         share = (used / even).max(1) if len(used) else None
-        busiest = int(share.values.argmax()) if share is not None else -1
+        busiest = moe[int(share.values.argmax())] if share is not None else -1
         return {"histogram": self.counts.tolist(),
-                "unused": [[int(i), int(e)] for i, e in (self.counts == 0).nonzero().tolist()],
+                "unused": [[int(i), int(e)] for i, e in (self.counts == 0).nonzero().tolist()
+                           if i in moe],
                 "max_share": float(share.values.max()) if share is not None else 0.0,
                 "max_share_layer": busiest}
 
     @staticmethod
     def summary(r: dict) -> str:
-        total = sum(len(row) for row in r["histogram"])
+        total = sum(len(row) for row in r["histogram"] if sum(row))
         return (f"{len(r['unused'])} of {total} (layer, expert) pairs never chosen; the busiest "
                 f"expert took {r['max_share']:.2f}x an even share (layer {r['max_share_layer']})")

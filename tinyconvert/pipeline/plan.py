@@ -107,6 +107,8 @@ def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> Pla
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
+    if cfg.arch.records is not None:
+        records = cfg.arch.records(cfg, records)
     for rec in stack_experts(records):
         if mapper.skipped(rec.name):
             continue
@@ -157,7 +159,7 @@ def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
 def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:
     names = {p.name for p in planned}
     needed = ["token_embd.weight", "output_norm.weight"] + [
-        f"blk.{i}.{t}.weight" for i in range(cfg.n_layer) for t in cfg.arch.layer_tensors]
+        f"blk.{i}.{t}.weight" for i in range(cfg.n_layer) for t in cfg.arch.layer_needs(cfg, i)]
     if not (cfg.tied or cfg.arch.drop_output):
         needed.append("output.weight")
     missing = [n for n in needed if n not in names]
