@@ -70,12 +70,7 @@ def attention(hp, get, i: int, x: torch.Tensor, cos, sin, cache, pos0: int) -> t
     q = torch.cat([q[..., :-rope], apply_rope(q[..., -rope:], cos, sin, neox=False)], -1)
     k, v = _keys_values(hp, get, p, x, cos, sin)
     if cache is not None:
-        if len(cache.k) > i:
-            k, v = torch.cat([cache.k[i], k]), torch.cat([cache.v[i], v])
-            cache.k[i], cache.v[i] = k, v
-        else:
-            cache.k.append(k)
-            cache.v.append(v)
+        k, v = cache.extend(i, k, v)
     S = k.shape[0]
     q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))     # [1, n_head, T|S, d]
     mask = torch.arange(S)[None, :] <= (pos0 + torch.arange(T))[:, None]

@@ -39,6 +39,15 @@ class KVCache:
     def length(self) -> int:
         return self.k[0].shape[0] if self.k else 0
 
+    def extend(self, i: int, k: torch.Tensor, v: torch.Tensor):
+        """Appends layer i's new keys and values; returns all of layer i's so far."""
+        if len(self.k) > i:
+            self.k[i], self.v[i] = torch.cat([self.k[i], k]), torch.cat([self.v[i], v])
+        else:
+            self.k.append(k)
+            self.v.append(v)
+        return self.k[i], self.v[i]
+
 
 def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
               cache: KVCache | None, pos0: int) -> torch.Tensor:
@@ -54,12 +63,7 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
     if cos is not None:                  # None: a layer without RoPE (SmolLM3)
         q, k = apply_rope(q, cos, sin, hp.neox), apply_rope(k, cos, sin, hp.neox)
     if cache is not None:
-        if len(cache.k) > i:
-            k, v = torch.cat([cache.k[i], k]), torch.cat([cache.v[i], v])
-            cache.k[i], cache.v[i] = k, v
-        else:
-            cache.k.append(k)
-            cache.v.append(v)
+        k, v = cache.extend(i, k, v)
     S, rep = k.shape[0], hp.n_head // hp.n_kv_head
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)   # [S, n_head, hd]
     q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))     # [1, n_head, T|S, hd]

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
-from tests.support.families import converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
+                                     quantized_like_llamacpp, refused)
 from tinyconvert.cli import app
-from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
 from tinyconvert.runtime import moe
@@ -168,22 +168,10 @@ def test_verify_reports_expert_use(moe_model):
 ])
 def test_routing_llamacpp_would_not_compute_is_refused(tmp_path, smollm2_hf, arch, kw, match):
     build(tmp_path, smollm2_hf, arch, **kw)
-    with pytest.raises(InputError, match=match):
-        hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)
-    assert not (tmp_path / "x.gguf").exists()
+    refused(tmp_path, match)
 
 
 def test_run_from_the_gguf_alone_equals_transformers_greedy(moe_model):
     """Generation through the KV cache, with the tokenizer rebuilt from the file."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tinyconvert.checks.generate import generate
     name, folder = moe_model
-    prompt = "The quick brown fox"
-    ids = AutoTokenizer.from_pretrained(folder)(prompt, return_tensors="pt")["input_ids"]
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    want = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None,
-                          pad_token_id=0)[0, ids.shape[1]:].tolist()
-    got = generate(str(folder / "ours-f32.gguf"), prompt, max_tokens=10)
-    assert got == want[:len(got)] and len(got) >= 5, (name, got, want)
+    greedy_like_transformers(folder, folder / "ours-f32.gguf")

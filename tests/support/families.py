@@ -45,3 +45,31 @@ def quantized_like_llamacpp(f32: Path, tmp: Path, mix: str) -> None:
     llamacpp_quantize(f32, tmp / "theirs.gguf", RECIPES[mix][0])
     quantize(f32, tmp / "ours.gguf", qtype=mix, quiet=True)
     same_file_contents(tmp / "ours.gguf", tmp / "theirs.gguf")
+
+
+def refused(folder: Path, match: str) -> None:
+    """hf2gguf refuses the checkpoint with a one-line InputError matching `match`, and leaves
+    no output behind."""
+    import pytest
+
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.pipeline.hf2gguf import hf2gguf
+    with pytest.raises(InputError, match=match):
+        hf2gguf(str(folder), folder / "x.gguf", quiet=True)
+    assert not (folder / "x.gguf").exists()
+
+
+def greedy_like_transformers(folder: Path, gguf_path: Path, prompt: str = "The quick brown fox",
+                             n: int = 10) -> None:
+    """`run` on the GGUF alone (its own tokenizer, the KV cache) gives transformers' greedy
+    tokens for the HF checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinyconvert.checks.generate import generate
+    ids = AutoTokenizer.from_pretrained(folder)(prompt, return_tensors="pt")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    want = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None,
+                          pad_token_id=0)[0, ids.shape[1]:].tolist()
+    got = generate(str(gguf_path), prompt, max_tokens=n)
+    assert got == want[:len(got)] and len(got) >= n // 2, (got, want)
