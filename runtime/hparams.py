@@ -25,6 +25,9 @@ class Recipe:
     expert_norm: bool = False        # MoE: renormalise the top-k router weights
     no_swa: bool = False             # the file's window is ignored (phi3: llama.cpp's loader
                                      # says "Phi SWA is currently disabled")
+    gating: str = "softmax"          # router when the file has no expert_gating_func key
+    swa_rope_scaled: bool = False    # SWA layers keep the rope scaling (gpt-oss: YaRN everywhere)
+    ffn_norm: str = "ffn_norm"       # the pre-FFN norm (gpt-oss: post_attention_norm)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -45,9 +48,12 @@ RECIPES: dict[str, Recipe] = {
     "granite": Recipe(),
     "phi3": Recipe(neox=True, no_swa=True),
     "deepseek2": Recipe(),             # MLA (runtime.mla); routing read from the file's keys
+    "gpt-oss": Recipe(neox=True, act="swiglu_oai", swa_period=2, swa_theta_is_base=True,
+                      gating="softmax_weight", swa_rope_scaled=True,
+                      ffn_norm="post_attention_norm"),
 }
-# llama.cpp's llama_expert_gating_func_type
-GATING = {1: "softmax", 2: "sigmoid"}
+# llama.cpp's llama_expert_gating_func_type (softmax_weight: softmax over the top-k logits only)
+GATING = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,10 @@ class Hparams:
     logit_scale: float | None = None       # Granite: logits divided by this
     rope_attn_factor: float = 1.0          # cos/sin times this (rope.scaling.attn_factor: LongRoPE)
     n_ctx_orig: int | None = None          # LongRoPE: long factors for contexts beyond this
-    expert_gating: str = "softmax"         # router probabilities: softmax | sigmoid
+    expert_gating: str = "softmax"         # router probabilities: softmax | sigmoid |
+                                           # softmax_weight (of the chosen logits only)
+    swa_rope_scaled: bool = False          # sliding-window layers keep the rope scaling
+    ffn_norm: str = "ffn_norm"             # the norm in front of the FFN
     n_expert_groups: int = 0               # DeepSeek-V3: experts chosen within the best
     n_group_used: int = 0                  # n_group_used of n_expert_groups groups
     n_dense_lead: int = 0                  # DeepSeek: the first blocks have a dense FFN
@@ -140,7 +149,8 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         residual_scale=get("residual_scale") or None, logit_scale=get("logit_scale") or None,
         n_expert=get("expert_count", 0) or 0, n_expert_used=get("expert_used_count", 0) or 0,
         expert_norm=recipe.expert_norm or bool(get("expert_weights_norm", False)),
-        expert_gating=GATING.get(get("expert_gating_func", 0), "softmax"),
+        expert_gating=GATING.get(get("expert_gating_func", 0), recipe.gating),
+        swa_rope_scaled=recipe.swa_rope_scaled, ffn_norm=recipe.ffn_norm,
         n_expert_groups=get("expert_group_count", 0) or 0,
         n_group_used=get("expert_group_used_count", 0) or 0,
         n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get),

@@ -22,6 +22,7 @@ from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
 from tinyconvert.runtime.projections import gate_up, linear, qkv
 from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
+from tinyconvert.runtime.sinks import sink_attention
 
 Weights = Callable[[str], "torch.Tensor | None"]
 
@@ -70,12 +71,16 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
     window = hp.n_swa if hp.is_swa(i) else 0
     if hp.attn_softcap:
         out = _softcapped(hp, q, k, v, _mask(T, S, pos0, window))
+    elif (sinks := get(p + "attn_sinks.weight")) is not None:          # gpt-oss
+        out = sink_attention(q, k, v, _mask(T, S, pos0, window), sinks,
+                             hp.attn_scale if hp.attn_scale is not None else hd ** -0.5)
     elif S == T and not window:      # without a mask torch picks its fused CPU kernel
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=hp.attn_scale)[0]
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(T, S, pos0, window),
                                              scale=hp.attn_scale)[0]
-    return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"))
+    return linear(out.transpose(0, 1).reshape(T, hp.n_head * hd), get(p + "attn_output.weight"),
+                  get(p + "attn_output.bias"))
 
 
 def _qk_norm(hp: Hparams, get: Weights, p: str, q: torch.Tensor, k: torch.Tensor):
@@ -156,9 +161,10 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
     p = f"blk.{i}."
     y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
                   cos, sin, cache, pos0)
-    h = h + _scaled(hp, _norm(y, get(p + "post_attention_norm.weight"), hp.rms_eps))
+    post = None if hp.ffn_norm == "post_attention_norm" else get(p + "post_attention_norm.weight")
+    h = h + _scaled(hp, _norm(y, post, hp.rms_eps))
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, _norm(h, get(p + "ffn_norm.weight"), hp.rms_eps), keep,
+    y, active = ffn(hp, get, i, _norm(h, get(f"{p}{hp.ffn_norm}.weight"), hp.rms_eps), keep,
                     on_route)
     if observe is not None and keep is not None:
         observe(i, keep, active)
@@ -181,7 +187,8 @@ def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int,
                         attn_factor=hp.rope_attn_factor)
     swa = None
     if any(hp.is_swa(i) for i in range(hp.n_layer)):
-        swa = rope_cos_sin(positions, dim, hp.rope_theta_swa, {}, factors,
+        swa = rope_cos_sin(positions, dim, hp.rope_theta_swa,
+                           hp.rope_scaling if hp.swa_rope_scaled else {}, factors,
                            attn_factor=hp.rope_attn_factor)
     return [(None, None) if not hp.has_rope(i) else swa if hp.is_swa(i) else full
             for i in range(hp.n_layer)]

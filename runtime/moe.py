@@ -4,7 +4,8 @@ top k kept, renormalised where the architecture does, optionally scaled; each ex
 on the tokens routed to it. DeepSeek-V3 chooses on the probabilities plus a selection bias
 (exp_probs_b) within its best expert groups, but weights by the unbiased probabilities.
 Qwen2-MoE adds a shared expert gated by sigmoid(x . ffn_gate_inp_shexp); DeepSeek an ungated
-one."""
+one. gpt-oss: a router bias, experts chosen on the raw logits and weighted by the softmax of the
+chosen ones only (softmax_weight), expert biases and the clamped swiglu_oai."""
 from __future__ import annotations
 
 from typing import Callable
@@ -15,13 +16,26 @@ import torch.nn.functional as F
 from tinyconvert.runtime.projections import Weights, linear
 
 
-def _swiglu(x: torch.Tensor, gate, up, down) -> torch.Tensor:
-    return linear(F.silu(linear(x, gate)) * linear(x, up), down)
+# llama.cpp's build_moe_ffn LLM_FFN_SWIGLU_OAI_MOE (transformers: swiglu_alpha, swiglu_limit)
+OAI_ALPHA, OAI_LIMIT = 1.702, 7.0
+
+
+def _swiglu(x: torch.Tensor, gate, up, down, biases=(None, None, None),
+            act: str = "silu") -> torch.Tensor:
+    g, u = linear(x, gate, biases[0]), linear(x, up, biases[1])
+    if act == "swiglu_oai":     # clamp(g, max=L) * sigmoid(a*g) * (clamp(u, -L, L) + 1)
+        g = g.clamp(max=OAI_LIMIT)
+        z = g * torch.sigmoid(OAI_ALPHA * g) * (u.clamp(-OAI_LIMIT, OAI_LIMIT) + 1)
+    else:
+        z = F.silu(g) * u
+    return linear(z, down, biases[2])
 
 
 def selection(hp, logits: torch.Tensor, bias: torch.Tensor | None = None):
     """logits [T, n_expert] -> (probabilities, the scores experts are chosen by), both
     [T, n_expert]; experts outside the chosen groups score -inf."""
+    if hp.expert_gating == "softmax_weight":        # chosen on the logits, weighted later
+        return logits, logits
     probs = logits.sigmoid() if hp.expert_gating == "sigmoid" else logits.softmax(-1)
     choice = probs if bias is None else probs + bias
     if hp.n_expert_groups > 1:
@@ -39,6 +53,8 @@ def route(hp, logits: torch.Tensor,
     probs, choice = selection(hp, logits, bias)
     ids = choice.topk(hp.n_expert_used, dim=-1).indices
     weights = probs.gather(-1, ids)
+    if hp.expert_gating == "softmax_weight":
+        weights = weights.softmax(-1)
     if hp.expert_norm:
         weights = weights / weights.sum(-1, keepdim=True).clamp(min=6.103515625e-5)  # as ggml
     if hp.expert_weights_scale:
@@ -50,15 +66,17 @@ def moe_ffn(hp, get: Weights, i: int, x: torch.Tensor,
             on_route: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """x: [T, n_embd] (normed) -> [T, n_embd]. on_route(i, ids [T, k]) sees the choices."""
     p = f"blk.{i}."
-    weights, ids = route(hp, linear(x, get(p + "ffn_gate_inp.weight")),
+    weights, ids = route(hp, linear(x, get(p + "ffn_gate_inp.weight"), get(p + "ffn_gate_inp.bias")),
                          get(p + "exp_probs_b.bias"))
     if on_route is not None:
         on_route(i, ids)
     gate, up, down = (get(f"{p}ffn_{w}_exps.weight") for w in ("gate", "up", "down"))
+    biases = [get(f"{p}ffn_{w}_exps.bias") for w in ("gate", "up", "down")]     # [E, rows]
     out = torch.zeros_like(x)
     for e in ids.unique().tolist():                     # [E, rows, cols] tensors, one slice each
         tok, slot = (ids == e).nonzero(as_tuple=True)
-        y = _swiglu(x[tok], gate[e], up[e], down[e])
+        y = _swiglu(x[tok], gate[e], up[e], down[e], [b if b is None else b[e] for b in biases],
+                    hp.act)
         out.index_add_(0, tok, y * weights[tok, slot, None])
     if (shared_up := get(p + "ffn_up_shexp.weight")) is not None:
         y = _swiglu(x, get(p + "ffn_gate_shexp.weight"), shared_up, get(p + "ffn_down_shexp.weight"))

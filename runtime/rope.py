@@ -16,8 +16,10 @@ def _yarn(inv_freq: torch.Tensor, dim: int, base: float, s: dict) -> tuple[torch
 
     def corr_dim(n_rot: float) -> float:   # dim index where a frequency turns n_rot times in orig
         return dim * math.log(orig / (n_rot * 2 * math.pi)) / (2 * math.log(base))
-    low = max(math.floor(corr_dim(fast)), 0)
-    high = min(math.ceil(corr_dim(slow)), dim - 1)
+    low, high = corr_dim(fast), corr_dim(slow)
+    if s.get("truncate", True):     # llama.cpp always; transformers unless truncate=false
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)

@@ -93,7 +93,8 @@ ARCH_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
                 "olmoe": ("OlmoeConfig", "OlmoeForCausalLM"),
                 "phi3": ("Phi3Config", "Phi3ForCausalLM"),
                 "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM"),
-                "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM")}
+                "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM"),
+                "gpt_oss": ("GptOssConfig", "GptOssForCausalLM")}
 
 
 def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32",

@@ -3,7 +3,7 @@ getter, from an HF checkpoint (through the converter's own architecture table an
 reference and the candidate run identical code) or from a GGUF file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +33,12 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
     act = c.raw.get(c.arch.act_key) or c.raw.get("hidden_act", "silu")
     if act in ("relu", "fatrelu"):      # dense ReLU files record this key too
         fields["tinyconvert.ffn_act"] = "drelu" if c.arch.name == "bamboo" else "relu"
-    return from_gguf_fields(fields, n_vocab=c.n_vocab or 0)
+    hp = from_gguf_fields(fields, n_vocab=c.n_vocab or 0)
+    if c.rope.get("truncate") is False and hp.rope_scaling.get("type") == "yarn":
+        # transformers' untruncated YaRN ramp (gpt-oss's configs): no GGUF key says it and
+        # llama.cpp always truncates, so the reference keeps it and verify shows the difference
+        hp = replace(hp, rope_scaling={**hp.rope_scaling, "truncate": False})
+    return hp
 
 
 def hf_source(folder: Path) -> ModelSource:
