@@ -13,12 +13,12 @@ import pytest
 
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
-                                     quantized_like_llamacpp, refused)
+                                     quantized_like_llamacpp, refused, route_margin,
+                                     top1_agrees_where_clear)
 from tests.support import tiny
 from tests.test_moe import ids_of
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
-from tinyconvert.runtime import moe
 from tinyconvert.runtime.model import prefill_layers
 
 # q_lora_rank set: without it llama.cpp's loader needs 26 or 27 layers ("lite")
@@ -60,36 +60,13 @@ def ds_model(request, tmp_path_factory, smollm2_hf):
     return request.param, folder
 
 
-def route_margins(src, ids, monkeypatch) -> float:
-    """The smallest gap, over tokens and MoE layers, between the k-th and (k+1)-th selection
-    score (router logit for a plain softmax) and between the last kept and the first dropped
-    expert group: above ~1e-3, float rounding cannot change which experts run."""
-    gaps, original = [], moe.selection
-
-    def spy(hp, logits, bias=None):
-        probs, choice = original(hp, logits, bias)
-        plain = hp.expert_gating == "softmax" and bias is None and hp.n_expert_groups <= 1
-        top = (logits if plain else choice).sort(-1, descending=True).values   # same order
-        gaps.append(float((top[:, hp.n_expert_used - 1] - top[:, hp.n_expert_used]).min()))
-        if hp.n_expert_groups > 1:
-            biased = probs if bias is None else probs + bias
-            g = biased.view(len(biased), hp.n_expert_groups, -1).topk(2, -1).values.sum(-1)
-            g = g.sort(-1, descending=True).values
-            gaps.append(float((g[:, hp.n_group_used - 1] - g[:, hp.n_group_used]).min()))
-        return probs, choice
-    monkeypatch.setattr(moe, "selection", spy)
-    prefill_layers(src.hparams, src.get, ids)
-    monkeypatch.setattr(moe, "selection", original)
-    return min(gaps)
-
-
 def test_runtime_and_llamacpp_match_transformers(ds_model, monkeypatch):
     name, folder = ds_model
     ids = ids_of(folder)
     ref = hf_logits(folder, ids)
     gguf_src = open_source(folder / "ours-f32.gguf")
     assert gguf_src.hparams.expert_gating == {"v2": "softmax", "v3": "sigmoid"}[name]
-    assert route_margins(gguf_src, ids, monkeypatch) > 1e-3, "routing too close to call"
+    assert route_margin(gguf_src, ids, monkeypatch) > 1e-3, "routing too close to call"
     for src in (open_source(folder), gguf_src):
         ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
         print(name, src.kind, "max |dlogit|", np.abs(ours - ref).max())
@@ -98,9 +75,7 @@ def test_runtime_and_llamacpp_match_transformers(ds_model, monkeypatch):
     stats = kld_stats(ref, theirs)
     print(name, stats)
     assert stats["kld_mean"] < 1e-5, stats
-    top2 = np.sort(ref, -1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 0.02        # where the next token is not a near tie
-    assert (ref.argmax(-1) == theirs.argmax(-1))[clear].all() and clear.mean() > 0.9
+    top1_agrees_where_clear(ref, theirs)
 
 
 @pytest.mark.parametrize("ds_model", ["v3"], indirect=True)

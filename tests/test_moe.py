@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from tests.support import tiny
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
-                                     quantized_like_llamacpp, refused)
+                                     quantized_like_llamacpp, refused, route_margin,
+                                     top1_agrees_where_clear)
 from tinyconvert.cli import app
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
-from tinyconvert.runtime import moe
 from tinyconvert.runtime.model import prefill_layers
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
@@ -59,21 +59,6 @@ def moe_model(request, tmp_path_factory, smollm2_hf):
     return request.param, folder
 
 
-def route_margin(src, ids, monkeypatch) -> float:
-    """The smallest gap between the k-th and (k+1)-th router logit over all tokens and layers:
-    above ~1e-3, float rounding cannot change which experts run."""
-    gaps, original = [], moe.route
-
-    def spy(hp, logits, *bias):
-        p = logits.sort(-1, descending=True).values
-        gaps.append(float((p[:, hp.n_expert_used - 1] - p[:, hp.n_expert_used]).min()))
-        return original(hp, logits, *bias)
-    monkeypatch.setattr(moe, "route", spy)
-    prefill_layers(src.hparams, src.get, ids)
-    monkeypatch.setattr(moe, "route", original)
-    return min(gaps)
-
-
 def test_runtime_and_llamacpp_match_transformers(moe_model, monkeypatch):
     name, folder = moe_model
     ids = ids_of(folder)
@@ -87,9 +72,7 @@ def test_runtime_and_llamacpp_match_transformers(moe_model, monkeypatch):
     stats = kld_stats(ref, theirs)
     print(name, stats)
     assert stats["kld_mean"] < 1e-5, stats
-    top2 = np.sort(ref, -1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 0.02        # where the next token is not a near tie
-    assert (ref.argmax(-1) == theirs.argmax(-1))[clear].all() and clear.mean() > 0.9
+    top1_agrees_where_clear(ref, theirs)
 
 
 @pytest.mark.parametrize("outtype", ["f32", "bf16"])

@@ -73,3 +73,37 @@ def greedy_like_transformers(folder: Path, gguf_path: Path, prompt: str = "The q
                           pad_token_id=0)[0, ids.shape[1]:].tolist()
     got = generate(str(gguf_path), prompt, max_tokens=n)
     assert got == want[:len(got)] and len(got) >= n // 2, (got, want)
+
+
+def route_margin(src, ids: list[int], monkeypatch) -> float:
+    """The smallest gap, over tokens and MoE layers, between the k-th and (k+1)-th score experts
+    are chosen by (the router logit where the choice is on logits) and, with expert groups,
+    between the last kept and the first dropped group: above ~1e-3, float rounding cannot change
+    which experts run."""
+    from tinyconvert.runtime import moe
+    from tinyconvert.runtime.model import prefill_layers
+    gaps, original = [], moe.selection
+
+    def spy(hp, logits, bias=None):
+        probs, choice = original(hp, logits, bias)
+        plain = hp.expert_gating == "softmax" and bias is None and hp.n_expert_groups <= 1
+        top = (logits if plain else choice).sort(-1, descending=True).values   # same order
+        gaps.append(float((top[:, hp.n_expert_used - 1] - top[:, hp.n_expert_used]).min()))
+        if hp.n_expert_groups > 1:
+            biased = probs if bias is None else probs + bias
+            g = biased.view(len(biased), hp.n_expert_groups, -1).topk(2, -1).values.sum(-1)
+            g = g.sort(-1, descending=True).values
+            gaps.append(float((g[:, hp.n_group_used - 1] - g[:, hp.n_group_used]).min()))
+        return probs, choice
+    monkeypatch.setattr(moe, "selection", spy)
+    prefill_layers(src.hparams, src.get, ids)
+    monkeypatch.setattr(moe, "selection", original)
+    return min(gaps)
+
+
+def top1_agrees_where_clear(ref: np.ndarray, theirs: np.ndarray) -> None:
+    """Top-1 agrees wherever the reference's next token is not a near tie (top two logits more
+    than 0.02 apart), and such positions are most of the text."""
+    top2 = np.sort(ref, -1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.02
+    assert (ref.argmax(-1) == theirs.argmax(-1))[clear].all() and clear.mean() > 0.9
