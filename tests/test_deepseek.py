@@ -14,7 +14,7 @@ import pytest
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
                                      quantized_like_llamacpp, refused, route_margin,
-                                     top1_agrees_where_clear)
+                                     top1_agrees_where_clear, verified_with_transformers_reference)
 from tests.support import tiny
 from tests.test_moe import ids_of
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -159,3 +159,9 @@ def test_run_from_the_gguf_alone_equals_transformers_greedy(ds_model):
     """Generation through the KV cache, with the tokenizer rebuilt from the file."""
     name, folder = ds_model
     greedy_like_transformers(folder, folder / "ours-f32.gguf")
+
+
+def test_verify_with_transformers_reference(ds_model):
+    """verify's transformers reference (independent of our architecture table) passes the f32 file."""
+    name, folder = ds_model
+    verified_with_transformers_reference(folder, folder / "ours-f32.gguf")

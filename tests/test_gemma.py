@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.support import tiny
-from tests.support.families import MIXES, converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.families import (MIXES, converted_like_llamacpp, quantized_like_llamacpp,
+                                     verified_with_transformers_reference)
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.llamacpp_src import run_converter
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -154,3 +155,9 @@ def test_multimodal_checkpoint_converts_its_text_model(tmp_path):
     (tmp_path / "c").mkdir()
     fa, fb = converted_like_llamacpp(tmp_path, tmp_path / "c", "f16")
     assert fa == fb
+
+
+def test_verify_with_transformers_reference(gemma):
+    """verify's transformers reference (independent of our architecture table) passes the f32 file."""
+    name, folder = gemma
+    verified_with_transformers_reference(folder, folder / "ours-f32.gguf")

@@ -18,7 +18,7 @@ from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support import tiny
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
                                      quantized_like_llamacpp, refused, route_margin,
-                                     top1_agrees_where_clear)
+                                     top1_agrees_where_clear, verified_with_transformers_reference)
 from tests.test_moe import ids_of
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
@@ -121,3 +121,8 @@ def test_configs_llamacpp_would_not_compute_are_refused(tmp_path, smollm2_hf, kw
 
 def test_run_from_the_gguf_alone_equals_transformers_greedy(model):
     greedy_like_transformers(model, model / "ours-f32.gguf")
+
+
+def test_verify_with_transformers_reference(model):
+    """verify's transformers reference (independent of our architecture table) passes the f32 file."""
+    verified_with_transformers_reference(model, model / "ours-f32.gguf")

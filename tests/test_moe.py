@@ -17,7 +17,7 @@ from tests.support import tiny
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
                                      quantized_like_llamacpp, refused, route_margin,
-                                     top1_agrees_where_clear)
+                                     top1_agrees_where_clear, verified_with_transformers_reference)
 from tinyconvert.cli import app
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
@@ -158,3 +158,9 @@ def test_run_from_the_gguf_alone_equals_transformers_greedy(moe_model):
     """Generation through the KV cache, with the tokenizer rebuilt from the file."""
     name, folder = moe_model
     greedy_like_transformers(folder, folder / "ours-f32.gguf")
+
+
+def test_verify_with_transformers_reference(moe_model):
+    """verify's transformers reference (independent of our architecture table) passes the f32 file."""
+    name, folder = moe_model
+    verified_with_transformers_reference(folder, folder / "ours-f32.gguf")

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from tests.support import tiny
-from tests.support.families import MIXES, converted_like_llamacpp, quantized_like_llamacpp
+from tests.support.families import (MIXES, converted_like_llamacpp, quantized_like_llamacpp,
+                                     verified_with_transformers_reference)
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -232,3 +233,9 @@ def test_configs_llamacpp_would_misread_are_refused(tmp_path, bad):
     with pytest.raises(InputError, match=message):
         hf2gguf(str(tmp_path), tmp_path / "x.gguf", quiet=True)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_verify_with_transformers_reference(phi3):
+    """verify's transformers reference (independent of our architecture table) passes the f32 file."""
+    name, folder = phi3
+    verified_with_transformers_reference(folder, folder / "ours-f32.gguf")

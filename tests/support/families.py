@@ -107,3 +107,13 @@ def top1_agrees_where_clear(ref: np.ndarray, theirs: np.ndarray) -> None:
     top2 = np.sort(ref, -1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.02
     assert (ref.argmax(-1) == theirs.argmax(-1))[clear].all() and clear.mean() > 0.9
+
+
+def verified_with_transformers_reference(folder: Path, f32: Path, *, max_kld: float = 1e-5) -> dict:
+    """`verify --reference-engine transformers` on an f32 file: the HF model as transformers
+    computes it (not through our architecture table) against the file as our runtime runs it."""
+    from tinyconvert.checks.verify import verify
+    report = verify(str(folder), f32, reference_engine="transformers", tokens=96)
+    assert report.reference_engine == "transformers" and report.layers == []
+    assert report.stats["kld_mean"] < max_kld and report.passed, report.stats
+    return report.stats

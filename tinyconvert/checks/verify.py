@@ -11,21 +11,14 @@ from pathlib import Path
 import torch
 
 from tinyconvert.checks.experts import ExpertCounter
+from tinyconvert.checks.limits import FLOOR, RELATIVE_MARGIN, default_limit
+from tinyconvert.checks.requant import requantized
+from tinyconvert.checks.reference import ENGINES, transformers_logits
 from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
 from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
 from tinyconvert.pipeline.sources import ModelSource, gguf_source, open_source
 from tinyconvert.checks.tokenizer import gguf_tokenizer, tokenizer_for
-
-# Default --max-kld by the candidate's general.file_type (llama.cpp's LlamaFileType numbers):
-# tight for float files, looser as bits go down. Small models drift 2-3x more than 8B ones.
-MAX_KLD_BY_FILE_TYPE = {0: 1e-4, 1: 2e-3, 32: 2e-3, 7: 0.02, 18: 0.05, 17: 0.08, 16: 0.1,
-                        9: 0.12, 8: 0.12, 15: 0.15, 14: 0.2, 3: 0.25, 2: 0.3, 13: 0.35,
-                        12: 0.4, 11: 0.6, 10: 1.0}
-DEFAULT_MAX_KLD = 1.0
-# T-MAC files (their file type ids mean other types upstream): by bits per weight
-MAX_KLD_BY_TMAC_BITS = {4: 0.5, 3: 1.0, 2: 4.0, 1: 6.0}
-
 
 @dataclass
 class VerifyReport:
@@ -34,17 +27,23 @@ class VerifyReport:
     vocab_mismatches: list[str]
     max_kld: float
     engine: str
+    reference_engine: str = "runtime"
+    limit_why: str = "--max-kld"
+    activation_note: str | None = None       # how llama.cpp's own number would differ
+    judged: str = "kld_mean"                 # the statistic held against max_kld
     kld_values: torch.Tensor = field(repr=False, default=None)
     sparse: dict | None = None              # PowerInfer files: predictor quality and its cost
     experts: dict | None = None             # MoE files: how evenly the experts were chosen
 
     @property
     def passed(self) -> bool:
-        return self.stats["kld_mean"] <= self.max_kld and not self.vocab_mismatches
+        return self.stats[self.judged] <= self.max_kld and not self.vocab_mismatches
 
     def as_json(self) -> dict:
         return {**self.stats, "max_kld": self.max_kld, "passed": self.passed,
-                "engine": self.engine, "layer_rel_error": self.layers,
+                "engine": self.engine, "reference_engine": self.reference_engine,
+                "limit_why": self.limit_why, "judged": self.judged,
+                "layer_rel_error": self.layers,
                 "vocab_mismatches": self.vocab_mismatches, "sparse": self.sparse,
                 "experts": self.experts}
 
@@ -88,6 +87,19 @@ def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None,
         hc = block(cand.hparams, cand.get, i, hc, *rc[i], observe=observe, on_route=on_route)
         layers.append(metrics.relative_error(hr, hc))
     return output_logits(ref.hparams, ref.get, hr), output_logits(cand.hparams, cand.get, hc), layers
+
+
+def _runtime_pair(ref: ModelSource, cand: ModelSource, ids: list[int], hf_logits, observe,
+                  on_route):
+    """(reference logits, candidate logits from our runtime, per-layer errors): in lockstep, or
+    with transformers computing the reference (then no per-layer comparison)."""
+    if hf_logits is None:
+        return _lockstep(ref, cand, ids, observe, on_route)
+    h = embed(cand.hparams, cand.get, ids)
+    ropes = rope_tables(cand.hparams, cand.get, 0, len(ids))
+    for i in range(cand.hparams.n_layer):
+        h = block(cand.hparams, cand.get, i, h, *ropes[i], observe=observe, on_route=on_route)
+    return hf_logits(ids), output_logits(cand.hparams, cand.get, h), []
 
 
 def _llamacpp_logits(path: Path, ids: list[int]) -> torch.Tensor:
@@ -143,11 +155,24 @@ def _same(a, b) -> bool:
 
 
 def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: int = 512,
-           max_kld: float | None = None, engine: str = "runtime", chunk: int = 512) -> VerifyReport:
+           max_kld: float | None = None, engine: str = "runtime",
+           reference_engine: str = "runtime", chunk: int = 512) -> VerifyReport:
+    """engine: what computes the candidate (our runtime, or llama.cpp through llama-cpp-python;
+    then our runtime's number is reported beside it). reference_engine: what computes an HF
+    reference (our runtime through the converter's table, streamed; or transformers)."""
     if engine not in ("runtime", "llama.cpp"):
         raise InputError(f"unknown --engine {engine!r}; valid: runtime, llama.cpp")
+    if reference_engine not in ENGINES:
+        raise InputError(f"unknown --reference-engine {reference_engine!r}; valid: "
+                         f"{', '.join(ENGINES)}")
     ref, cand = open_source(reference), gguf_source(Path(candidate))
     _check_compatible(ref, cand)
+    hf_logits = None
+    if reference_engine == "transformers":
+        if ref.kind != "hf":
+            raise InputError("--reference-engine transformers needs a Hugging Face checkpoint "
+                             "as the reference (this one is a GGUF file)")
+        hf_logits = transformers_logits(ref.path)
     text = default_text() if text is None else text
     all_ids = tokenizer_for(ref).encode(text)
     ids = all_ids[:tokens]
@@ -157,39 +182,60 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     counter = SparseCounter() if cand.hparams.sparse_threshold is not None else None
     routes = (ExpertCounter(cand.hparams.n_layer, cand.hparams.n_expert)
               if cand.hparams.n_expert and engine == "runtime" else None)
+    runtime_parts = []          # engine llama.cpp: our runtime's number for the same candidate
     for c0 in range(0, len(ids), chunk):
         part = ids[c0:c0 + chunk]
         if len(part) < 2:
             break
-        if engine == "runtime":
-            lr, lc, layers = _lockstep(ref, cand, part, counter, routes)
+        own = engine == "runtime"
+        lr, lc, layers = _runtime_pair(ref, cand, part, hf_logits, counter if own else None,
+                                       routes if own else None)
+        if own:
             layer_sums.append(layers)
             if counter is not None:         # the same file run densely: what skipping alone costs
                 dense = replace(cand, hparams=replace(cand.hparams, sparse_threshold=None))
                 ld, _, _ = _lockstep(dense, dense, part)
                 skip_parts.append(metrics.token_stats(ld, lc, part))
         else:
-            lr, _, _ = _lockstep(ref, ref, part)
+            runtime_parts.append(metrics.token_stats(lr, lc, part))
             lc = _llamacpp_logits(cand.path, part)
         parts.append(metrics.token_stats(lr, lc, part))
     stats = metrics.summarize(parts)
     kld_values = stats.pop("kld_values")
-    layers = [sum(col) / len(col) for col in zip(*layer_sums)] if layer_sums else []
-    limit = max_kld if max_kld is not None else _default_limit(cand.fields)
+    if runtime_parts:
+        stats["kld_mean_runtime"] = metrics.summarize(runtime_parts)["kld_mean"]
+    layers = [sum(col) / len(col) for col in zip(*layer_sums)] if any(layer_sums) else []
+    lim = default_limit(cand.fields, cand.path, engine=engine)
+    limit, why, judged = (max_kld, "--max-kld", "kld_mean") if max_kld is not None else \
+        _judge(ref, cand, ids, chunk, hf_logits, stats, lim)
     sparse = None
     if counter is not None and skip_parts:
         skip = metrics.summarize(skip_parts)
         sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
                   "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
-                        kld_values, sparse, routes.report() if routes is not None else None)
+                        reference_engine, why, lim.activation_note, judged, kld_values, sparse,
+                        routes.report() if routes is not None else None)
 
 
-def _default_limit(fields: dict) -> float:
-    from tinyconvert.quant.tmac_types import BITS_KEY
-    if BITS_KEY in fields:
-        return MAX_KLD_BY_TMAC_BITS.get(fields[BITS_KEY], DEFAULT_MAX_KLD)
-    return MAX_KLD_BY_FILE_TYPE.get(fields.get("general.file_type"), DEFAULT_MAX_KLD)
+def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, hf_logits,
+           stats: dict, lim) -> tuple[float, str, str]:
+    """(limit, why, statistic judged). A drift within what the type usually costs passes; above
+    it, the file is held against the reference quantized at its own tensor types, which a file
+    exactly as llama-quantize makes it matches and a broken file exceeds by far."""
+    if stats["kld_mean"] <= lim.value or not lim.relative:
+        return lim.value, lim.why, "kld_mean"
+    yard = requantized(ref, cand)
+    if yard is None:
+        return lim.value, lim.why, "kld_mean"
+    parts = [metrics.token_stats(*_runtime_pair(ref, yard, ids[c0:c0 + chunk], hf_logits,
+                                                None, None)[:2], ids[c0:c0 + chunk])
+             for c0 in range(0, len(ids), chunk) if len(ids[c0:c0 + chunk]) >= 2]
+    cost = metrics.summarize(parts)["kld_mean"]
+    stats["kld_mean_requantized_reference"] = cost
+    return (RELATIVE_MARGIN * cost + FLOOR,
+            f"{RELATIVE_MARGIN:g} x {cost:.4g}, what this file's types cost the reference itself",
+            "kld_mean_runtime" if "kld_mean_runtime" in stats else "kld_mean")
 
 
 def _check_compatible(ref: ModelSource, cand: ModelSource) -> None:

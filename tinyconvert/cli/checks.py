@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tinyconvert.cli.errors import cli_errors
+from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 
 
 @cli_errors
@@ -19,7 +19,12 @@ def verify_cmd(
     tokens: int = typer.Option(512, "--tokens", help="how many tokens of the text to use"),
     max_kld: Optional[float] = typer.Option(None, "--max-kld",
                                             help="fail above this mean KLD (default by type)"),
-    engine: str = typer.Option("runtime", "--engine", help="runtime or llama.cpp"),
+    engine: str = typer.Option("runtime", "--engine", help="what computes the candidate: "
+                               "runtime, or llama.cpp (our runtime's number is shown beside it)"),
+    reference_engine: str = typer.Option("runtime", "--reference-engine", help="what computes an "
+                                         "HF reference: runtime (streamed, one layer in memory) "
+                                         "or transformers (whole model in memory; independent "
+                                         "of tinyconvert's architecture tables)"),
     as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer error and the KLD "
                                         "distribution to this PNG (needs matplotlib)"),
@@ -32,7 +37,8 @@ def verify_cmd(
     if text is not None and not text.is_file():
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
-    report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine)
+    report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine,
+                    reference_engine=reference_engine)
     if plot is not None:
         from tinyconvert.checks.plot import plot_report
         plot_report(report, plot)
@@ -40,14 +46,20 @@ def verify_cmd(
         _print_report(report)
     typer.echo(report.summary_line() if not as_json else json.dumps(report.as_json()))
     if not report.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(VERIFY_FAILED)
 
 
 def _print_report(report) -> None:
     s = report.stats
-    typer.echo(f"tokens            {s['tokens']}  (engine: {report.engine})")
+    typer.echo(f"tokens            {s['tokens']}  (candidate: {report.engine}, reference: "
+               f"{report.reference_engine})")
     typer.echo(f"KL divergence     mean {s['kld_mean']:.6g}  p99 {s['kld_p99']:.6g}  "
-               f"max {s['kld_max']:.6g}")
+               f"max {s['kld_max']:.6g}  (default limit: {report.limit_why})")
+    if "kld_mean_runtime" in s:
+        typer.echo(f"                  mean {s['kld_mean_runtime']:.6g} with tinyconvert's runtime "
+                   f"computing the candidate (activations kept in f32)")
+    elif report.activation_note:
+        typer.echo(f"note              {report.activation_note}")
     typer.echo(f"top-1 agreement   {s['top1']:.2%}")
     typer.echo(f"perplexity        reference {s['ppl_reference']:.4f}  "
                f"candidate {s['ppl_candidate']:.4f}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tinyconvert.cli.errors import cli_errors
+from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 
 POST_VERIFY_TOKENS = 128
 
@@ -73,7 +73,7 @@ def _post_verify(reference: str, candidate: Path) -> None:
     if not report.passed:
         typer.echo(f"error: {candidate} was written but does not pass verify "
                    f"({'; '.join(report.vocab_mismatches) or 'KL divergence too high'})", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(VERIFY_FAILED)
 
 
 @cli_errors

@@ -9,7 +9,11 @@ import typer
 
 from tinyconvert.formats.errors import InputError
 
-__all__ = ["InputError", "cli_errors", "one_line"]
+__all__ = ["InputError", "VERIFY_FAILED", "cli_errors", "one_line"]
+
+# Exit codes: 0 done; 1 a crash (a bug: please report it); 2 bad input, nothing written;
+# 3 the model was checked and failed verify (for converting commands: written, but it fails).
+VERIFY_FAILED = 3
 
 
 def one_line(msg: str) -> str:
