@@ -1,14 +1,21 @@
 """Mamba, Falcon-Mamba and Mamba2 on tiny seeded checkpoints with SmolLM2's real tokenizer:
 the converter's bytes and keys (f32, and f16/bf16 checkpoints, where -exp(A_log) is
 computed in the checkpoint's precision), the output dropped when it equals the embeddings, and
-configs llama.cpp would compute differently."""
+configs llama.cpp would compute differently; our runtime and llama.cpp against transformers,
+the per-layer state carried across calls, and greedy generation from the GGUF alone."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from tests.support.families import converted_like_llamacpp, read_gguf_contents, refused
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
+from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
+                                     read_gguf_contents, refused, top1_agrees_where_clear)
 from tests.support.ssm import build_ssm
+from tests.test_moe import ids_of
 from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.runtime.model import Model, prefill_layers
 
 KINDS = ["mamba", "falcon_mamba", "mamba2"]
 
@@ -66,3 +73,53 @@ def test_tied_and_equal_outputs_like_llamacpp(tmp_path, smollm2_hf, kind):
 def test_configs_llamacpp_would_not_compute_are_refused(tmp_path, smollm2_hf, kind, kw, match):
     build_ssm(tmp_path, smollm2_hf, kind, **kw)
     refused(tmp_path, match)
+
+
+def _ours(src, ids):
+    return prefill_layers(src.hparams, src.get, ids).double().numpy()
+
+
+def test_runtime_and_llamacpp_match_transformers(ssm_model):
+    """Falcon-Mamba's GGUF says only layer_norm_epsilon, which llama.cpp also uses for the
+    dt/B/C norms where transformers uses mixer_rms_eps: the HF reference follows transformers,
+    the GGUF follows llama.cpp, and the two stay within the KLD bar."""
+    kind, folder = ssm_model
+    ids = ids_of(folder)
+    ref, theirs = hf_logits(folder, ids), llamacpp_logits(folder / "ours-f32.gguf", ids)
+    hf_src, gguf_src = open_source(folder), open_source(folder / "ours-f32.gguf")
+    assert np.abs(_ours(hf_src, ids) - ref).max() < 1e-3
+    ours_gguf = _ours(gguf_src, ids)
+    if kind != "falcon_mamba":
+        assert np.abs(ours_gguf - ref).max() < 1e-3
+    assert np.abs(ours_gguf - theirs).max() < 1e-3
+    stats = kld_stats(ref, theirs)
+    print(kind, stats)
+    assert stats["kld_mean"] < 1e-5, stats
+    top1_agrees_where_clear(ref, theirs)
+
+
+def test_falcon_mamba_gguf_differs_only_by_the_mixer_eps(tmp_path, smollm2_hf):
+    build_ssm(tmp_path, smollm2_hf, "falcon_mamba", mixer_rms_eps=1e-5)
+    hf2gguf(str(tmp_path), tmp_path / "f32.gguf", outtype="f32", quiet=True)
+    ids = ids_of(tmp_path)
+    ours = _ours(open_source(tmp_path / "f32.gguf"), ids)
+    assert np.abs(ours - hf_logits(tmp_path, ids)).max() < 1e-3
+
+
+def test_state_carried_across_calls_equals_one_pass(ssm_model):
+    """`Model` keeps each layer's conv and scan state instead of a KV cache: the text fed in
+    three pieces gives the logits of one pass."""
+    import torch
+    _, folder = ssm_model
+    src, ids = open_source(folder / "ours-f32.gguf"), ids_of(folder)
+    whole = _ours(src, ids)
+    model = Model(src.hparams, {n: src.get(n) for n in src.names})
+    parts = [model.forward(ids[a:b]) for a, b in ((0, 5), (5, 6), (6, len(ids)))]
+    assert model.cache.length == len(ids)
+    assert np.abs(torch.cat(parts).double().numpy() - whole).max() < 1e-4
+
+
+def test_run_from_the_gguf_alone_equals_transformers_greedy(ssm_model):
+    _, folder = ssm_model
+    greedy_like_transformers(folder, folder / "ours-f32.gguf")
+
