@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
 from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
-                                     read_gguf_contents, refused, top1_agrees_where_clear)
+                                     quantized_like_llamacpp, read_gguf_contents, refused,
+                                     top1_agrees_where_clear)
 from tests.support.ssm import build_ssm
 from tests.test_moe import ids_of
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -123,3 +124,42 @@ def test_run_from_the_gguf_alone_equals_transformers_greedy(ssm_model):
     _, folder = ssm_model
     greedy_like_transformers(folder, folder / "ours-f32.gguf")
 
+
+@pytest.fixture(scope="module", params=["mamba", "mamba2"])
+def wide_f32(request, tmp_path_factory, smollm2_hf):
+    """256-wide rows so K-quants fit in_proj, x_proj and out_proj (dt_proj's 16-wide rows
+    take llama-quantize's fallback)."""
+    kind = request.param
+    folder = tmp_path_factory.mktemp(f"{kind}-q")
+    wide = dict(hidden_size=256, time_step_rank=16) if kind != "mamba2" else dict(
+        hidden_size=256, head_dim=64, num_heads=8)
+    intermediate = {"intermediate_size": 512} if kind != "mamba2" else {}
+    build_ssm(folder, smollm2_hf, kind, **wide, **intermediate)
+    hf2gguf(str(folder), folder / "f32.gguf", outtype="f32", quiet=True)
+    return folder
+
+
+@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m", "q3_k_m"])
+def test_mixes_match_llamacpp(wide_f32, tmp_path, mix):
+    quantized_like_llamacpp(wide_f32 / "f32.gguf", tmp_path, mix)
+    tensors, _ = read_gguf_contents(tmp_path / "ours.gguf")
+    kept = [n for n in tensors if "ssm_conv1d" in n or n.endswith(("ssm_a", "ssm_d"))]
+    assert kept and all(tensors[n][0] == 0 for n in kept)       # F32: never quantized
+
+
+def test_verify_and_inspect_from_the_gguf_alone(wide_f32, tmp_path):
+    """The quantized file against the f32 one, both GGUF: verify runs the SSM blocks layer by
+    layer and inspect reads the ssm keys. (These untrained, sharpened models are sensitive:
+    q8_0 of the embeddings alone costs ~1.5e-3 mean KLD, measured with the runtime.)"""
+    from typer.testing import CliRunner
+
+    from tinyconvert.checks.verify import verify
+    from tinyconvert.cli import app
+    from tinyconvert.pipeline.quantize import quantize
+    quantize(wide_f32 / "f32.gguf", tmp_path / "q8.gguf", qtype="q8_0", quiet=True)
+    report = verify(str(wide_f32 / "f32.gguf"), tmp_path / "q8.gguf", tokens=64)
+    assert report.passed and report.stats["kld_mean"] > 0 and report.stats["top1"] > 0.9, \
+        report.stats
+    assert len(report.layers) == 2
+    out = CliRunner().invoke(app, ["inspect", str(tmp_path / "q8.gguf")])
+    assert out.exit_code == 0 and ".ssm.state_size" in out.output
