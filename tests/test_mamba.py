@@ -37,6 +37,10 @@ def test_bytes_and_keys_match_llamacpp_converter(ssm_model, tmp_path):
     assert fa[f"{arch}.attention.head_count"] == 0 and f"{arch}.ssm.inner_size" in fa
     if kind != "mamba2":
         assert fa["mamba.ssm.dt_b_c_rms"] is (kind == "falcon_mamba")
+    # the runtime runs llama.cpp's own file from its keys alone, as it runs ours
+    ids = ids_of(folder)
+    theirs = _ours(open_source(tmp_path / "theirs.gguf"), ids)
+    assert np.abs(theirs - _ours(open_source(folder / "ours-f32.gguf"), ids)).max() == 0
 
 
 @pytest.mark.parametrize("kind, dtype, outtype", [
