@@ -68,6 +68,15 @@ def test_tied_and_equal_outputs_like_llamacpp(tmp_path, smollm2_hf, kind):
     assert torch.equal(weights["lm_head.weight"], weights["backbone.embeddings.weight"])
 
 
+@pytest.mark.parametrize("kind, padded", [("mamba", 49160), ("mamba2", 49168)])
+def test_vocab_padded_like_llamacpp(tmp_path, smollm2_hf, kind, padded):
+    """vocab_size 49155 (SmolLM2's 49152 tokens and 3 more rows): llama.cpp's converter pads
+    the token list to a multiple of 8 (Mamba) or 16 (Mamba2); the embeddings keep 49155 rows."""
+    build_ssm(tmp_path, smollm2_hf, kind, vocab_size=49155, sharpen=1.0)
+    fa, fb = converted_like_llamacpp(tmp_path, tmp_path, "f32")
+    assert fa == fb and len(fa["tokenizer.ggml.tokens"]) == padded
+
+
 @pytest.mark.parametrize("kind, kw, match", [
     ("mamba", dict(use_bias=True), "use_bias"),
     ("mamba", dict(use_conv_bias=False), "use_conv_bias"),
