@@ -52,10 +52,8 @@ def test_half_checkpoints_convert_like_llamacpp(tmp_path, smollm2_hf, kind, dtyp
 
 
 @pytest.mark.parametrize("kind", ["mamba", "mamba2"])
-def test_tied_and_equal_outputs_like_llamacpp(tmp_path, smollm2_hf, kind):
-    """Tied: no lm_head in the checkpoint. Mamba's converter also drops an untied lm_head
-    that equals the embeddings; Mamba2's keeps it."""
-    import torch
+def test_equal_outputs_like_llamacpp(tmp_path, smollm2_hf, kind):
+    """Mamba's converter drops an untied lm_head that equals the embeddings; Mamba2's keeps it."""
     from safetensors.torch import load_file, save_file
     build_ssm(tmp_path, smollm2_hf, kind, sharpen=1.0)
     path = tmp_path / "model.safetensors"
@@ -65,7 +63,21 @@ def test_tied_and_equal_outputs_like_llamacpp(tmp_path, smollm2_hf, kind):
     converted_like_llamacpp(tmp_path, tmp_path, "f32")
     tensors, _ = read_gguf_contents(tmp_path / "ours.gguf")
     assert ("output.weight" in tensors) == (kind == "mamba2")
-    assert torch.equal(weights["lm_head.weight"], weights["backbone.embeddings.weight"])
+
+
+def test_tied_mamba_converts_and_runs_like_transformers(tmp_path, smollm2_hf):
+    """tie_word_embeddings (MambaConfig's default): no lm_head in the checkpoint or the GGUF,
+    and the runtime reuses token_embd as transformers does."""
+    from safetensors import safe_open
+    build_ssm(tmp_path, smollm2_hf, "mamba", tie=True, sharpen=1.0)
+    with safe_open(tmp_path / "model.safetensors", "np") as f:
+        assert "lm_head.weight" not in f.keys()
+    converted_like_llamacpp(tmp_path, tmp_path, "f32")
+    tensors, _ = read_gguf_contents(tmp_path / "ours.gguf")
+    assert "output.weight" not in tensors
+    ids = ids_of(tmp_path)
+    ours = _ours(open_source(tmp_path / "ours.gguf"), ids)
+    assert np.abs(ours - hf_logits(tmp_path, ids)).max() < 1e-3
 
 
 @pytest.mark.parametrize("kind, padded", [("mamba", 49160), ("mamba2", 49168)])
