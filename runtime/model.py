@@ -2,7 +2,8 @@
 with q/k norms, gemma 1/2/3 with scaled embeddings, sandwich norms, GeGLU, sliding windows and
 softcaps; phi3 with fused qkv and gate+up, partial rotary and LongRoPE; GQA; tied embeddings;
 SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The blocks are chosen by the
-hyperparameters (the GGUF's keys) and the tensors the file has.
+hyperparameters (the GGUF's keys) and the tensors the file has; files with ssm.* keys (Mamba,
+Mamba2) run runtime.ssm's blocks instead, their state carried in place of the KV cache.
 
 Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
 checkpoint (through the converter's architecture table) run the very same code. Two drivers:
