@@ -51,6 +51,8 @@ RECIPES: dict[str, Recipe] = {
     "gpt-oss": Recipe(neox=True, act="swiglu_oai", swa_period=2, swa_theta_is_base=True,
                       gating="softmax_weight", swa_rope_scaled=True,
                       ffn_norm="post_attention_norm"),
+    "mamba": Recipe(),                 # state-space blocks (runtime.ssm), sized by ssm.* keys
+    "mamba2": Recipe(),
 }
 # llama.cpp's llama_expert_gating_func_type (softmax_weight: softmax over the top-k logits only)
 GATING = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
@@ -98,6 +100,9 @@ class Hparams:
     n_dense_lead: int = 0                  # DeepSeek: the first blocks have a dense FFN
     mla: dict = field(default_factory=dict)   # DeepSeek MLA: kv_lora, q_lora, k_mla, v_mla,
                                               # yarn_log_mul (empty: not MLA)
+    ssm: dict = field(default_factory=dict)   # state-space blocks: d_conv, d_inner, d_state,
+                                              # dt_rank, n_group, dt_b_c_rms, bcdt_eps
+                                              # (empty: attention blocks)
 
     def has_rope(self, i: int) -> bool:
         return not (self.nope_layers and self.nope_layers[i])
@@ -127,7 +132,7 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
     def get(key, default=None):
         return fields.get(f"{arch}.{key}", default)
     n_embd, n_head, n_layer = get("embedding_length"), get("attention.head_count"), get("block_count")
-    head_dim = get("attention.key_length") or n_embd // n_head
+    head_dim = get("attention.key_length") or (n_embd // n_head if n_head else 0)
     tokens = fields.get("tokenizer.ggml.tokens")
     n_swa = 0 if recipe.no_swa else get("attention.sliding_window", recipe.n_swa) or 0
     theta = get("rope.freq_base", 10000.0)
@@ -153,7 +158,7 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         swa_rope_scaled=recipe.swa_rope_scaled, ffn_norm=recipe.ffn_norm,
         n_expert_groups=get("expert_group_count", 0) or 0,
         n_group_used=get("expert_group_used_count", 0) or 0,
-        n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get),
+        n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get), ssm=_ssm(get),
         expert_weights_scale=get("expert_weights_scale") or None,
         nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
                           for i in range(n_layer)),
@@ -173,6 +178,17 @@ def _mla(get) -> dict:
     return {"kv_lora": get("attention.kv_lora_rank"), "q_lora": get("attention.q_lora_rank", 0),
             "k_mla": get("attention.key_length_mla"), "v_mla": get("attention.value_length_mla"),
             "yarn_log_mul": get("rope.scaling.yarn_log_multiplier", 0.0) / 0.1}
+
+
+def _ssm(get) -> dict:
+    """llama.cpp's ssm_* hparams; Falcon-Mamba's dt/B/C norms use the layers' RMS eps."""
+    if not get("ssm.inner_size"):
+        return {}
+    return {"d_conv": get("ssm.conv_kernel"), "d_inner": get("ssm.inner_size"),
+            "d_state": get("ssm.state_size"), "dt_rank": get("ssm.time_step_rank"),
+            "n_group": get("ssm.group_count", 1) or 1,
+            "dt_b_c_rms": bool(get("ssm.dt_b_c_rms", False)),
+            "bcdt_eps": get("attention.layer_norm_rms_epsilon", 1e-5)}
 
 
 def _swa_theta(recipe: Recipe, get, theta: float) -> float:

@@ -2,7 +2,8 @@
 with q/k norms, gemma 1/2/3 with scaled embeddings, sandwich norms, GeGLU, sliding windows and
 softcaps; phi3 with fused qkv and gate+up, partial rotary and LongRoPE; GQA; tied embeddings;
 SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The blocks are chosen by the
-hyperparameters (the GGUF's keys) and the tensors the file has.
+hyperparameters (the GGUF's keys) and the tensors the file has; files with ssm.* keys (Mamba,
+Mamba2) run runtime.ssm's blocks instead, their state carried in place of the KV cache.
 
 Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
 checkpoint (through the converter's architecture table) run the very same code. Two drivers:
@@ -17,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tinyconvert.runtime import mla
+from tinyconvert.runtime import mla, ssm
 from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
 from tinyconvert.runtime.projections import gate_up, linear, qkv
@@ -158,6 +159,8 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
     post_attention_norm / post_ffw_norm) is applied to its output before the residual add.
     observe(i, keep, active): sparse runs report predicted vs truly active neurons.
     on_route(i, ids): MoE runs report the experts chosen per token."""
+    if hp.ssm:                       # state-space blocks (Mamba, Mamba2); cache: their state
+        return ssm.block(hp, get, i, h, cache)
     p = f"blk.{i}."
     y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
                   cos, sin, cache, pos0)
@@ -180,6 +183,8 @@ def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int,
     """(cos, sin) per layer: sliding-window layers may have their own base and no scaling.
     LongRoPE picks its factors by n_ctx, else the context so far, pos0 + T
     (rope.pick_freq_factors)."""
+    if hp.ssm:
+        return [(None, None)] * hp.n_layer
     positions = torch.arange(pos0, pos0 + T)
     dim = hp.rope_dim or hp.head_dim
     factors = pick_freq_factors(get, n_ctx or pos0 + T, hp.n_ctx_orig)
@@ -234,19 +239,21 @@ class Model:
 
     def __init__(self, hp: Hparams, weights: dict[str, torch.Tensor], n_ctx: int | None = None):
         self.hp, self.weights, self.n_ctx = hp, weights, n_ctx
-        self.cache = KVCache()
+        self.reset()
 
     def get(self, name: str):
         return self.weights.get(name)
 
     def reset(self) -> None:
-        self.cache = KVCache()
+        self.cache = ssm.SsmState() if self.hp.ssm else KVCache()   # SSMs carry their state
 
     @torch.no_grad()
     def forward(self, ids: list[int]) -> torch.Tensor:
         """Appends ids to the cached sequence; returns their logits [T, n_vocab]."""
         pos0 = self.cache.length
         h = embed(self.hp, self.get, ids)
+        if self.hp.ssm:
+            return output_logits(self.hp, self.get, ssm.run_layers(self.hp, self.get, h, self.cache))
         ropes = rope_tables(self.hp, self.get, pos0, len(ids), self.n_ctx)
         for i in range(self.hp.n_layer):
             h = block(self.hp, self.get, i, h, *ropes[i], self.cache, pos0)

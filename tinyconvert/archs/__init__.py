@@ -4,10 +4,11 @@ and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
 from tinyconvert.archs import deepseek, gemma, gpt_oss, granite, llama, moe, olmo, phi3, qwen
+from tinyconvert.archs import mamba
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
-FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss)
+FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, mamba)
 
 
 def _registry() -> dict[str, Arch]:

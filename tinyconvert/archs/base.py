@@ -40,6 +40,12 @@ class Arch:
                                       # converter makes, not the checkpoint (LongRoPE factors)
     records: Callable | None = None   # records(cfg, records) -> records: checkpoint tensors the
                                       # family reshapes or drops before naming (DeepSeek's kv_b)
+    prepare: Callable | None = None   # prepare(config dict) -> the dict read_config reads: keys
+                                      # the family names otherwise (SSMs: no heads, padded vocab)
+    hparams: Callable | None = None   # hparams(writer, cfg): writes every key itself, instead of
+                                      # the common attention keys (the state-space families)
+    reference: Callable | None = None   # reference(cfg, hparams) -> hparams: what transformers
+                                        # computes that no GGUF key says (for the HF reference)
 
     @property
     def arch_name(self) -> str:

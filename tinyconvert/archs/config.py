@@ -67,6 +67,8 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
     hf_class, arch = arch_for(cfg)
     if isinstance(cfg.get("text_config"), dict):    # multimodal wrapper: the language model's
         cfg = {**cfg, **cfg["text_config"]}          # keys, as llama.cpp's converter reads them
+    if arch.prepare is not None:
+        cfg = arch.prepare(cfg, path)
     act = cfg.get(arch.act_key) or cfg.get("hidden_act", "silu")
     acts = (arch.acts if acts is None else acts) + extra_acts
     if act not in acts:
@@ -84,7 +86,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
         n_layer=_need(cfg, "num_hidden_layers", path), n_embd=n_embd,
         n_ff=_need(cfg, "intermediate_size", path), n_head=n_head,
         n_kv_head=cfg.get("num_key_value_heads") or n_head,
-        head_dim=head_dim or n_embd // n_head, explicit_head_dim=head_dim is not None,
+        head_dim=head_dim or (n_embd // n_head if n_head else 0), explicit_head_dim=head_dim is not None,
         n_ctx=cfg.get("max_position_embeddings"), n_vocab=cfg.get("vocab_size"),
         rms_eps=cfg.get("rms_norm_eps", 1e-6),
         rope_theta=cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0,
@@ -107,6 +109,9 @@ def _first(cfg: dict, keys: tuple[str, ...]):
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
+    if c.arch.hparams is not None:
+        c.arch.hparams(w, c)
+        return
     w.add_block_count(c.n_layer)
     if c.n_ctx is not None:
         w.add_context_length(c.n_ctx)

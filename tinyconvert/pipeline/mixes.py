@@ -99,7 +99,7 @@ def category(name: str) -> str:
 def allows_quantization(name: str, n_dims: int, opts: Options) -> bool:
     return (n_dims >= 2 and name.endswith("weight") and "_norm.weight" not in name
             and not (opts.leave_output_tensor and name == "output.weight")
-            and "ffn_gate_inp.weight" not in name
+            and "ffn_gate_inp.weight" not in name and "ssm_conv1d" not in name
             and name not in ("position_embd.weight", "token_types.weight"))
 
 

@@ -46,7 +46,7 @@ def resolve_outtype(outtype: str, records: list[TensorRecord]) -> str:
 
 # Matrices llama.cpp's converter keeps in F32 whatever --outtype says
 KEEP_F32 = ("position_embd.weight", "token_types.weight", "ffn_gate_inp.weight",
-            "ffn_gate_inp_shexp.weight")
+            "ffn_gate_inp_shexp.weight", "ssm_conv1d.weight")
 
 
 def choose_qtype(name: str, shape: tuple[int, ...], outtype: str) -> tuple[QuantType, str | None]:
@@ -107,6 +107,7 @@ def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> Pla
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
+    had_output = any(r.name.endswith("lm_head.weight") for r in records)
     if cfg.arch.records is not None:
         records = cfg.arch.records(cfg, records)
     for rec in stack_experts(records):
@@ -121,7 +122,9 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
             raise InputError(f"tensor {rec.name!r} has dtype {rec.dtype}; only F32/F16/BF16 "
                              f"checkpoints are supported")
         planned.append(_float_tensor(cfg, mapper, rec, outtype))
-    _check_complete(cfg, planned)
+    # an output the family dropped on purpose (Mamba's, equal to the embeddings) is not missing
+    dropped = had_output and not any(r.name.endswith("lm_head.weight") for r in records)
+    _check_complete(cfg, planned, dropped)
     return planned
 
 
@@ -156,11 +159,11 @@ def extra_tensors(cfg: ModelConfig) -> list[PlannedTensor]:
             for name, values in cfg.arch.extra(cfg)]
 
 
-def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor]) -> None:
+def _check_complete(cfg: ModelConfig, planned: list[PlannedTensor], dropped: bool) -> None:
     names = {p.name for p in planned}
     needed = ["token_embd.weight", "output_norm.weight"] + [
         f"blk.{i}.{t}.weight" for i in range(cfg.n_layer) for t in cfg.arch.layer_needs(cfg, i)]
-    if not (cfg.tied or cfg.arch.drop_output):
+    if not (cfg.tied or cfg.arch.drop_output or dropped):
         needed.append("output.weight")
     missing = [n for n in needed if n not in names]
     if missing:

@@ -38,6 +38,8 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
         # transformers' untruncated YaRN ramp (gpt-oss's configs): no GGUF key says it and
         # llama.cpp always truncates, so the reference keeps it and verify shows the difference
         hp = replace(hp, rope_scaling={**hp.rope_scaling, "truncate": False})
+    if c.arch.reference is not None:
+        hp = c.arch.reference(c, hp)
     return hp
 
 
