@@ -4,8 +4,9 @@
    it, longest token first, each token splitting every stretch of text left (so a shorter token
    never breaks a longer one); llama.cpp strips the spaces beside some of them (LSTRIP/RSTRIP);
 2. each stretch of text between them goes through the vocabulary's own tokenizer: SentencePiece
-   (`llama`, with its space prefix and byte fallback) or byte-level BPE (`gpt2`, with the split
-   regexes of its pre-tokenizer name);
+   (`llama`, with its space prefix and byte fallback), byte-level BPE (`gpt2`, with the split
+   regexes of its pre-tokenizer name), WordPiece (`bert`, checks/wordpiece.py) or Unigram (`t5`,
+   checks/unigram.py);
 3. BOS / EOS as the file's add_bos_token / add_eos_token keys say, llama.cpp's defaults otherwise.
 """
 from __future__ import annotations
@@ -175,8 +176,13 @@ def _key(fields: dict, name: str, default):
 
 def framing(fields: dict) -> Framing:
     model, pre_name = fields.get("tokenizer.ggml.model"), fields.get("tokenizer.ggml.pre")
+    if model == "bert":                          # llama.cpp always frames WPM text: CLS ... SEP
+        return Framing(int(_key(fields, "bos_token_id", 101)),
+                       int(_key(fields, "seperator_token_id", 102)))
     if model == "llama":
         add_bos, add_eos, bos, eos = True, False, 1, 2
+    elif model == "t5":
+        add_bos, add_eos, bos, eos = False, True, None, 1
     else:
         pre = pre_tokenizer(pre_name)
         add_bos, add_eos, bos, eos = pre.add_bos, False, 11, 11
@@ -184,7 +190,7 @@ def framing(fields: dict) -> Framing:
             bos = None
     add_bos = bool(_key(fields, "add_bos_token", add_bos))
     add_eos = bool(_key(fields, "add_eos_token", add_eos))
-    bos = _key(fields, "bos_token_id", bos) if bos is not None else None
+    bos = _key(fields, "bos_token_id", bos) if bos is not None or model == "t5" else None
     eos = _key(fields, "eos_token_id", eos)
     return Framing(int(bos) if add_bos and bos is not None else None,
                    int(eos) if add_eos and eos is not None else None)
@@ -196,5 +202,11 @@ def text_encoder(fields: dict) -> LlamaVocab:
         return LlamaVocab(_Spm(fields), fields)
     if model == "gpt2":
         return LlamaVocab(_Bpe(fields, fields.get("tokenizer.ggml.pre")), fields)
+    if model == "bert":
+        from tinyconvert.checks.wordpiece import WordPiece
+        return LlamaVocab(WordPiece(fields), fields)
+    if model == "t5":
+        from tinyconvert.checks.unigram import Unigram
+        return LlamaVocab(Unigram(fields), fields)
     raise InputError(f"cannot rebuild a tokenizer from this GGUF vocabulary (tokenizer.ggml.model "
                      f"{model!r}); use the Hugging Face checkpoint as the reference")
