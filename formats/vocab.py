@@ -1,5 +1,6 @@
-"""Tokenizer files to a GGUF vocabulary: SentencePiece `tokenizer.model` ("llama" vocab) or
-byte-level BPE `tokenizer.json` ("gpt2" vocab), plus special ids, add_bos/eos and chat template."""
+"""Tokenizer files to a GGUF vocabulary: SentencePiece `tokenizer.model` ("llama" vocab), a
+Llama-2-style `tokenizer.json` without it ("llama" vocab, formats/vocab_hfspm.py) or byte-level BPE
+`tokenizer.json` ("gpt2" vocab), plus special ids, add_bos/eos and chat template."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import gguf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.pretokenizer import identify
 from tinyconvert.formats.sentencepiece_proto import parse_sp_model
+from tinyconvert.formats.vocab_hfspm import is_spm_json, spm_from_json
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # SentencePiece piece types share these numbers; we keep USER_DEFINED (llama.cpp's converter
@@ -116,9 +118,17 @@ def _bpe_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
     return GgufVocab("gpt2", pre, tokens, types, None, cfg.get("add_prefix_space"), notes=notes)
 
 
+def _hf_spm_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
+    tokens, scores, types, prefix = spm_from_json(_read_json(folder / "tokenizer.json"), n_vocab)
+    # llama.cpp adds the space prefix to SPM text unless told otherwise
+    return GgufVocab("llama", "default", tokens, types, scores, None if prefix else False)
+
+
 def load_vocab(folder: Path, n_vocab: int | None = None) -> GgufVocab:
     if (folder / "tokenizer.model").is_file():
         vocab = _spm_vocab(folder, n_vocab)
+    elif (folder / "tokenizer.json").is_file() and is_spm_json(_read_json(folder / "tokenizer.json")):
+        vocab = _hf_spm_vocab(folder, n_vocab)
     elif (folder / "tokenizer.json").is_file():
         vocab = _bpe_vocab(folder, n_vocab)
     else:

@@ -5,6 +5,7 @@ our own conversion of SmolLM2."""
 from __future__ import annotations
 
 import gguf
+import numpy as np
 import pytest
 
 from tests.support import tiny
@@ -127,3 +128,52 @@ def test_smollm2_conversion_is_smollm_and_tokenizes_like_llamacpp(tmp_path, smol
     hf2gguf(str(smollm2_hf), out, outtype="f16", quiet=True)
     assert gf.read_gguf(out).value("tokenizer.ggml.pre") == "smollm"
     assert_tokenizes_like_llamacpp(out)
+
+
+@pytest.fixture(scope="module")
+def llama2_pair(tmp_path_factory):
+    """One Llama-2-style checkpoint twice: with its SentencePiece tokenizer.model, and with only
+    the tokenizer.json transformers converts it to (plus an added special token in both)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+    spm_dir, folder = tmp_path_factory.mktemp("spm"), tmp_path_factory.mktemp("llama2json")
+    tiny.train_spm(spm_dir)
+    tiny.build_model(spm_dir, "llama")
+    for path in spm_dir.iterdir():
+        if path.name.startswith(("config", "model", "generation")):
+            shutil.copy(path, folder / path.name)
+    tok = AutoTokenizer.from_pretrained(spm_dir, from_slow=True)
+    tok.save_pretrained(folder)
+    assert not (folder / "tokenizer.model").exists()
+    return spm_dir, folder
+
+
+def test_llama2_tokenizer_json_only_converts_to_spm_like_llamacpp(tmp_path, llama2_pair,
+                                                                    llamacpp_root):
+    """The vocabulary keys equal llama.cpp's converter's (scores aside: ours order the merges),
+    and llama.cpp tokenizes our file as it tokenizes the same model converted from its
+    tokenizer.model by llama.cpp's converter."""
+    from tests.support.llamacpp_src import run_converter
+    spm_dir, json_dir = llama2_pair
+    ours, theirs, from_model = (tmp_path / n for n in ("ours.gguf", "theirs.gguf", "model.gguf"))
+    hf2gguf(str(json_dir), ours, outtype="f32", quiet=True)
+    run_converter(json_dir, theirs, "f32")
+    run_converter(spm_dir, from_model, "f32")
+    a, b = gf.read_gguf(ours), gf.read_gguf(theirs)
+
+    def keys(f):
+        return sorted(k for k in f.fields if k.startswith("tokenizer.") and not k.endswith("scores"))
+    assert keys(a) == keys(b)
+    for key in keys(b):
+        assert np.array_equal(np.asarray(a.value(key)), np.asarray(b.value(key))), key
+    with_json = open_llama(ours, vocab_only=True, verbose=False)
+    with_model = open_llama(from_model, vocab_only=True, verbose=False)
+    try:
+        for text in HARD + tuple(tiny.CORPUS[:10]):
+            got = with_json.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            assert got == with_model.tokenize(text.encode("utf-8"), add_bos=True, special=True), \
+                text[:40]
+    finally:
+        with_json.close()
+        with_model.close()
