@@ -6,7 +6,8 @@
   ids transformers' `apply_chat_template(tokenize=True)` gives;
 - end of generation: every id the HF side stops on (generation_config.json's eos list, the
   tokenizer's eos) ends generation in llama.cpp (its EOG set, checks/special_tokens.py);
-- end of turn: the token a template writes right after an assistant message ends generation;
+- end of turn: a special token a template writes right after an assistant message ends
+  generation;
 - BOS: a consumer that tokenizes the rendered prompt as plain text with BOS added (llama-cpp-python's
   chat formatter, raw prompts) does not send two BOS tokens. llama.cpp's own chat path strips the
   template's BOS, so this one is a warning, not a failure.
@@ -78,7 +79,8 @@ class GgufChat:
         self.fields, self.template = fields, fields.get("tokenizer.chat_template")
         self.texts = fields["tokenizer.ggml.tokens"]
         self.encoder, self.frame = text_encoder(fields), framing(fields)
-        self.eog = special_tokens(fields).eog
+        specials = special_tokens(fields)
+        self.eog, self.special = specials.eog, specials.special
         self.tokens = {f"{name}_token": self._text(f"tokenizer.ggml.{key}_token_id")
                        for name, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"),
                                          ("pad", "padding"))}
@@ -104,7 +106,8 @@ class GgufChat:
 
 
 def _turn_end(chat: GgufChat) -> list[ChatFinding]:
-    """The first token after an assistant message must end generation."""
+    """A special token written right after an assistant message must end generation (a template
+    that writes plain text or nothing there leaves stopping to the model's own EOS)."""
     if not chat.template:
         return []
     _, messages, _ = CONVERSATIONS[2]
@@ -113,13 +116,11 @@ def _turn_end(chat: GgufChat) -> list[ChatFinding]:
         return []
     after = text[text.rindex(REPLY) + len(REPLY):].lstrip()
     ids = chat.encoder.encode_as_ids(after) if after else []
-    if not ids and chat.frame.eos is not None:
-        ids = [chat.frame.eos]
-    if ids and ids[0] in chat.eog:
+    if not ids or ids[0] in chat.eog or ids[0] not in chat.special:
         return []
-    shown = repr(chat.texts[ids[0]]) if ids else "nothing"
-    return [ChatFinding("end_of_turn", f"the template ends an assistant turn with {shown}, "
-                        f"which llama.cpp does not treat as end of generation")]
+    return [ChatFinding("end_of_turn", f"the template ends an assistant turn with "
+                        f"{chat.texts[ids[0]]!r}, which llama.cpp does not treat as end of "
+                        f"generation")]
 
 
 def _bos_doubled(chat: GgufChat) -> list[ChatFinding]:
