@@ -110,7 +110,7 @@ class _Bpe:
                 merges.append((m[:cut], m[cut + 1:]))
         vocab = {}
         for i, t in enumerate(tokens):
-            vocab.setdefault(t, i)                # llama.cpp's text_to_token: the first id wins
+            vocab.setdefault(t, i)                # llama.cpp refuses files with repeated texts
         self.tok = HFTok(models.BPE(vocab, merges, ignore_merges=pre.ignore_merges))
         self.tok.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in REGEXES[pre.kind]]
