@@ -18,6 +18,8 @@ from tinyconvert.formats.vocab_hfspm import is_spm_json, spm_from_json
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # SentencePiece piece types share these numbers; we keep USER_DEFINED (llama.cpp's converter
 # writes NORMAL) so that llama.cpp always keeps user-defined symbols whole, as SentencePiece does.
+# llama.cpp finds them in the raw text, where a space is a space, so their U+2581 are written as
+# spaces (as llama.cpp's converter writes added tokens): Gemma's runs of spaces then stay whole.
 SP_TYPES = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED, 6: BYTE}
 
 
@@ -79,6 +81,8 @@ def _spm_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
     scores, types = [-10000.0] * n, [UNUSED] * n
     for tid, (piece, score, ptype) in enumerate(sp.pieces[:n]):
         tokens[tid], scores[tid], types[tid] = piece, score, SP_TYPES.get(ptype, NORMAL)
+        if types[tid] == USER_DEFINED:
+            tokens[tid] = piece.replace("\u2581", " ")
     _overlay_added(folder, tokens, types, scores, n)
     cfg = _read_json(folder / "tokenizer_config.json")
     prefix = cfg.get("add_prefix_space", None if sp.add_dummy_prefix else False)
