@@ -1,5 +1,6 @@
-"""Tokenizer files to a GGUF vocabulary: SentencePiece `tokenizer.model` ("llama" vocab) or
-byte-level BPE `tokenizer.json` ("gpt2" vocab), plus special ids, add_bos/eos and chat template."""
+"""Tokenizer files to a GGUF vocabulary: SentencePiece `tokenizer.model` ("llama" vocab), a
+Llama-2-style `tokenizer.json` without it ("llama" vocab, formats/vocab_hfspm.py) or byte-level BPE
+`tokenizer.json` ("gpt2" vocab), plus special ids, add_bos/eos and chat template."""
 from __future__ import annotations
 
 import json
@@ -12,10 +13,13 @@ import gguf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.pretokenizer import identify
 from tinyconvert.formats.sentencepiece_proto import parse_sp_model
+from tinyconvert.formats.vocab_hfspm import is_spm_json, spm_from_json
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # SentencePiece piece types share these numbers; we keep USER_DEFINED (llama.cpp's converter
 # writes NORMAL) so that llama.cpp always keeps user-defined symbols whole, as SentencePiece does.
+# llama.cpp finds them in the raw text, where a space is a space, so their U+2581 are written as
+# spaces (as llama.cpp's converter writes added tokens): Gemma's runs of spaces then stay whole.
 SP_TYPES = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED, 6: BYTE}
 
 
@@ -77,6 +81,8 @@ def _spm_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
     scores, types = [-10000.0] * n, [UNUSED] * n
     for tid, (piece, score, ptype) in enumerate(sp.pieces[:n]):
         tokens[tid], scores[tid], types[tid] = piece, score, SP_TYPES.get(ptype, NORMAL)
+        if types[tid] == USER_DEFINED:
+            tokens[tid] = piece.replace("\u2581", " ")
     _overlay_added(folder, tokens, types, scores, n)
     cfg = _read_json(folder / "tokenizer_config.json")
     prefix = cfg.get("add_prefix_space", None if sp.add_dummy_prefix else False)
@@ -116,9 +122,17 @@ def _bpe_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
     return GgufVocab("gpt2", pre, tokens, types, None, cfg.get("add_prefix_space"), notes=notes)
 
 
+def _hf_spm_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
+    tokens, scores, types, prefix = spm_from_json(_read_json(folder / "tokenizer.json"), n_vocab)
+    # llama.cpp adds the space prefix to SPM text unless told otherwise
+    return GgufVocab("llama", "default", tokens, types, scores, None if prefix else False)
+
+
 def load_vocab(folder: Path, n_vocab: int | None = None) -> GgufVocab:
     if (folder / "tokenizer.model").is_file():
         vocab = _spm_vocab(folder, n_vocab)
+    elif (folder / "tokenizer.json").is_file() and is_spm_json(_read_json(folder / "tokenizer.json")):
+        vocab = _hf_spm_vocab(folder, n_vocab)
     elif (folder / "tokenizer.json").is_file():
         vocab = _bpe_vocab(folder, n_vocab)
     else:

@@ -48,9 +48,14 @@ def test_f16_identical_to_llamacpp_converter(gemma3_hf, f16, tmp_path):
     assert sorted(ta) == sorted(tb) and len(ta) == 236
     assert [n for n in ta if ta[n] != tb[n]] == []
     # llama.cpp's converter types tokenizer.model's user-defined pieces (Gemma's runs of spaces)
-    # NORMAL; ours keeps USER_DEFINED. Every other key is equal.
+    # NORMAL; ours keeps USER_DEFINED, written with spaces for U+2581 so that llama.cpp finds them
+    # in raw text. Every other key is equal.
     ours, theirs = fa.pop("tokenizer.ggml.token_type"), fb.pop("tokenizer.ggml.token_type")
     assert {(a, b) for a, b in zip(ours, theirs) if a != b} == {(4, 1)}
+    ours_t, theirs_t = fa.pop("tokenizer.ggml.tokens"), fb.pop("tokenizer.ggml.tokens")
+    changed = {i for i, (a, b) in enumerate(zip(ours_t, theirs_t)) if a != b}
+    assert changed and all(ours[i] == 4 and ours_t[i] == theirs_t[i].replace("\u2581", " ")
+                           for i in changed)
     assert fa == fb
 
 

@@ -17,26 +17,41 @@ from tests.support.smollm2 import DEFAULT_CACHE
 WANTED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 
-def llamacpp_dir(cache: Path = DEFAULT_CACHE) -> Path:
+def _sdist(cache: Path) -> Path:
     ver = version("llama-cpp-python")
-    root = cache / f"llama.cpp-{ver}"
-    if (root / ".complete").exists():
-        return root
     dl = cache / "sdist"
-    dl.mkdir(parents=True, exist_ok=True)
     sdist = dl / f"llama_cpp_python-{ver}.tar.gz"
     if not sdist.exists():
+        dl.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
                         ":all:", f"llama-cpp-python=={ver}", "-d", str(dl)], check=True)
-    prefix = f"llama_cpp_python-{ver}/vendor/llama.cpp/"
+    return sdist
+
+
+def _extract(sdist: Path, root: Path, wanted: tuple[str, ...]) -> None:
+    prefix = f"llama_cpp_python-{version('llama-cpp-python')}/vendor/llama.cpp/"
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():
             rel = member.name.removeprefix(prefix)
-            if member.name.startswith(prefix) and rel.startswith(WANTED) and member.isfile():
+            if member.name.startswith(prefix) and rel.startswith(wanted) and member.isfile():
                 member.name = rel
                 tar.extract(member, root, filter="data")
+
+
+def llamacpp_dir(cache: Path = DEFAULT_CACHE) -> Path:
+    root = cache / f"llama.cpp-{version('llama-cpp-python')}"
+    if (root / ".complete").exists():
+        return root
+    _extract(_sdist(cache), root, WANTED)
     (root / ".complete").touch()
     return root
+
+
+def vocab_files(dest: Path, cache: Path = DEFAULT_CACHE) -> Path:
+    """llama.cpp's own vocabulary-only test files (models/ggml-vocab-*.gguf with .inp texts and
+    .out ids) and chat templates (models/templates/), extracted into dest; returns dest/models."""
+    _extract(_sdist(cache), dest, ("models/ggml-vocab-", "models/templates/"))
+    return dest / "models"
 
 
 def run_converter(model: Path, out: Path, outtype: str, cache: Path = DEFAULT_CACHE):

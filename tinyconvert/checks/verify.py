@@ -34,10 +34,12 @@ class VerifyReport:
     kld_values: torch.Tensor = field(repr=False, default=None)
     sparse: dict | None = None              # PowerInfer files: predictor quality and its cost
     experts: dict | None = None             # MoE files: how evenly the experts were chosen
+    chat: list = field(default_factory=list)  # checks/chat.py findings (HF references)
 
     @property
     def passed(self) -> bool:
-        return self.stats[self.judged] <= self.max_kld and not self.vocab_mismatches
+        return (self.stats[self.judged] <= self.max_kld and not self.vocab_mismatches
+                and not any(f.fails for f in self.chat))
 
     def as_json(self) -> dict:
         return {**self.stats, "max_kld": self.max_kld, "passed": self.passed,
@@ -45,7 +47,12 @@ class VerifyReport:
                 "limit_why": self.limit_why, "judged": self.judged,
                 "layer_rel_error": self.layers,
                 "vocab_mismatches": self.vocab_mismatches, "sparse": self.sparse,
-                "experts": self.experts}
+                "experts": self.experts, "chat": [f.as_json() for f in self.chat]}
+
+    def problems(self) -> list[str]:
+        """One line per failed check other than the KL divergence."""
+        return self.vocab_mismatches + [f"chat {f.check}: {f.message}" for f in self.chat
+                                        if f.fails]
 
     def summary_line(self) -> str:
         s = self.stats
@@ -213,9 +220,13 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
         skip = metrics.summarize(skip_parts)
         sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
                   "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
+    chat = []
+    if ref.kind == "hf":
+        from tinyconvert.checks.chat import check_against_hf
+        chat = check_against_hf(ref.path, cand.fields)
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
                         reference_engine, why, lim.activation_note, judged, kld_values, sparse,
-                        routes.report() if routes is not None else None)
+                        routes.report() if routes is not None else None, chat)
 
 
 def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, hf_logits,

@@ -70,6 +70,8 @@ def _print_report(report) -> None:
                    + f"  (worst: layer {worst})")
     for m in report.vocab_mismatches:
         typer.echo(f"vocabulary        MISMATCH: {m}")
+    for f in report.chat:
+        typer.echo(f"chat {f.check:<12} {'MISMATCH' if f.fails else 'warning'}: {f.message}")
     if report.experts:
         from tinyconvert.checks.experts import ExpertCounter
         typer.echo(f"experts           {ExpertCounter.summary(report.experts)}")

@@ -70,9 +70,12 @@ def _post_verify(reference: str, candidate: Path) -> None:
     from tinyconvert.checks.verify import verify
     report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
     typer.echo(report.summary_line())
+    for f in report.chat:
+        typer.echo(f"chat {f.check}: {'MISMATCH' if f.fails else 'warning'}: {f.message}",
+                   err=True)
     if not report.passed:
         typer.echo(f"error: {candidate} was written but does not pass verify "
-                   f"({'; '.join(report.vocab_mismatches) or 'KL divergence too high'})", err=True)
+                   f"({'; '.join(report.problems()) or 'KL divergence too high'})", err=True)
         raise typer.Exit(VERIFY_FAILED)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tinyconvert.cli.errors import cli_errors
+from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 
 
 @cli_errors
@@ -73,3 +73,22 @@ def set_metadata_cmd(
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"{res.path}: {len(edits)} edit(s), {res.mode}")
+    if chat_template_file is not None:
+        _check_chat(res.path)
+
+
+def _check_chat(path: Path) -> None:
+    """The new template against the file's own vocabulary (checks/chat.py check_file)."""
+    from tinyconvert.checks.chat import check_file
+    from tinyconvert.formats.gguf_file import read_gguf
+    fields = read_gguf(path, strict_types=False).values()
+    if "tokenizer.ggml.tokens" not in fields:
+        return
+    findings = check_file(fields)
+    for f in findings:
+        typer.echo(f"chat {f.check}: {'MISMATCH' if f.fails else 'warning'}: {f.message}",
+                   err=True)
+    if any(f.fails for f in findings):
+        typer.echo(f"error: {path} was written but its chat template does not pass the check",
+                   err=True)
+        raise typer.Exit(VERIFY_FAILED)

@@ -232,9 +232,14 @@ def apply_edits(path: Path, edits: list[Edit], out: Path | None = None) -> EditR
     return EditResult(target, "rewritten", notes)
 
 
+def _data_size(f: gf.GgufFile) -> int:
+    """A file with no tensors may end before the padding of its (empty) data section."""
+    return max(0, f.file_size - f.data_start)
+
+
 def _check_same_tensors(before: gf.GgufFile, after: gf.GgufFile) -> None:
     if [(t.name, t.ne, t.ggml_type, t.offset) for t in before.tensors] != \
             [(t.name, t.ne, t.ggml_type, t.offset) for t in after.tensors] or \
             before.magic != after.magic or \
-            before.file_size - before.data_start != after.file_size - after.data_start:
+            _data_size(before) != _data_size(after):
         raise RuntimeError("edited file does not carry the same tensors; nothing was replaced")

@@ -1,0 +1,179 @@
+"""A tokenizer rebuilt from a GGUF file alone gives exactly llama.cpp's ids (llama-cpp-python's
+tokenize on a vocab-only load) on hard text: every vocabulary file llama.cpp ships for its own
+tokenizer tests (SPM, BPE, WPM and UGM), every pre-tokenizer name llama.cpp knows, a SentencePiece model trained here and
+our own conversion of SmolLM2."""
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+from tests.support import tiny
+from tests.support.llamacpp_src import vocab_files
+from tinyconvert.checks.llamacpp import open_llama
+from tinyconvert.checks.tokenizer import gguf_tokenizer
+from tinyconvert.edit.metaedit import apply_edits, make_set
+from tinyconvert.formats import gguf_file as gf
+from tinyconvert.formats.llamacpp_pre import NAMES
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+
+HARD = (
+    "", " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\n\n\n", " \n \t\t \n", "\r\n\r\n", "a\rb",
+    "a  b   c    d     e", "   leading spaces", "trailing spaces   ", "x \n y\t\tz",
+    "1 12 123 1234 12345 123456 1234567 12345678 123456789", "3.14159 1,000,000 0.5e-10 -42",
+    "🦙🚀 😶\u200d🌫️ ✅ 👍🏽 🇫🇷", "我想在apple工作1314151天～", "こんにちは世界。カタカナ 안녕하세요",
+    "Äpfel naïve café résumé Ω ſ ǅ ß ÆØÅ", "e\u0301 a\u0308 n\u0303 ं क्षि", "нещо на Български",
+    "def f(x):\n\treturn x**2  # square\n\nif __name__ == '__main__':\n    print(f(3))\n",
+    "I've 'RE 'm 'll 'D we'Ve a'lL DON'T", "HelloWorld XMLHttpRequest camelCase snake_case",
+    "path/to/file.txt C:\\dir\\f.exe https://example.com/a?b=c&d=e",
+    "$$$ +++ <=> ^^ ~~ || `` ... !!! ??? ---- ==== ''''''\"\"\"", "x\u00a0y\u3000z\u2028w\u0085v",
+    "<s>hello</s> <|endoftext|><|im_start|>user\nhi<|im_end|> <unk> <|end|> [PAD] <mask>",
+    "<|im_start|>assistant\n", " <|endoftext|>  a", "\x1c\x1d\x1e\x1f\x0b\x0c", "ǅungla Ǉ",
+    "\u2581leading block \u2581\u2581 x", "<0x41> <0xFF>", "🦙" * 5 + "a" * 40,
+)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return vocab_files(tmp_path_factory.mktemp("llamacpp"))
+
+
+def _inputs(path):
+    inp = path.with_name(path.name + ".inp")
+    return inp.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n") if inp.is_file() \
+        else []
+
+
+def assert_tokenizes_like_llamacpp(path, texts=HARD) -> int:
+    """Ours and llama.cpp's ids for every text, with and without BOS/EOS; returns the count."""
+    ours = gguf_tokenizer(gf.read_gguf(path).values())
+    llm = open_llama(path, vocab_only=True, verbose=False)
+    try:
+        for text in texts:
+            for add in (True, False):
+                want = llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
+                assert ours.encode(text, add_special=add) == want, (path.name, add, text[:40])
+    finally:
+        llm.close()
+    return len(texts)
+
+
+# Every vocabulary file llama.cpp ships (models/ggml-vocab-*.gguf), and whether we rebuild it.
+SHIPPED = {
+    "aquila": "gpt2 (no pre: default)", "baichuan": "llama", "command-r": "gpt2",
+    "deepseek-coder": "gpt2", "deepseek-llm": "gpt2", "falcon": "gpt2", "gpt-2": "gpt2",
+    "gpt-neox": "gpt2 (no pre: default)", "llama-bpe": "gpt2", "llama-spm": "llama",
+    "mpt": "gpt2", "phi-3": "llama", "qwen2": "gpt2", "qwen35": "gpt2", "refact": "gpt2",
+    "starcoder": "gpt2", "bert-bge": "bert (WPM)", "nomic-bert-moe": "t5 (UGM)",
+}
+NOT_REBUILT = {"gemma-4": "gemma4: BPE on raw UTF-8 with escaped spaces"}
+
+
+def test_every_shipped_vocabulary_is_accounted_for(models):
+    shipped = {p.name.removeprefix("ggml-vocab-").removesuffix(".gguf")
+               for p in models.glob("ggml-vocab-*.gguf")}
+    assert shipped == set(SHIPPED) | set(NOT_REBUILT)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_vocabulary_tokenizes_like_llamacpp(models, name):
+    path = models / f"ggml-vocab-{name}.gguf"
+    assert assert_tokenizes_like_llamacpp(path, HARD + tuple(_inputs(path))) >= len(HARD)
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab(models):
+    return models / "ggml-vocab-gpt-2.gguf"
+
+
+def _groups() -> dict[str, list[str]]:
+    """Names by the behaviour we give them; our tokenizer is built once per behaviour."""
+    groups: dict = {}
+    for name, pre in sorted(NAMES.items()):
+        groups.setdefault(pre, []).append(name)
+    return {names[0]: names for names in groups.values()}
+
+
+@pytest.mark.parametrize("group", sorted(_groups()))
+def test_every_pre_tokenizer_name_splits_like_llamacpp(tmp_path, gpt2_vocab, group):
+    """The GPT-2 vocabulary under each name llama.cpp knows: the splits decide which merges can
+    happen, so any difference in the regexes, ignore_merges or BOS shows in the ids."""
+    names = _groups()[group]
+    base = gf.read_gguf(gpt2_vocab)
+    ours = gguf_tokenizer(dict(base.values(), **{"tokenizer.ggml.pre": group}))
+    for name in names:
+        out = tmp_path / f"{name}.gguf"
+        apply_edits(gpt2_vocab, [make_set(base, "tokenizer.ggml.pre", name)], out)
+        llm = open_llama(out, vocab_only=True, verbose=False)
+        try:
+            for text in HARD:
+                for add in (True, False):
+                    want = llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
+                    assert ours.encode(text, add_special=add) == want, (name, add, text[:40])
+        finally:
+            llm.close()
+
+
+def test_spm_trained_here_with_byte_fallback_and_user_symbols(tmp_path):
+    tiny.train_spm(tmp_path, user_symbols=("<tool>", "[[x]]", "<|im_end|>"))
+    tiny.build_model(tmp_path, "llama")
+    out = tmp_path / "m.gguf"
+    hf2gguf(str(tmp_path), out, outtype="f32", quiet=True)
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.model"].contents() == "llama"
+    assert_tokenizes_like_llamacpp(out, HARD + ("a<tool>b [[x]] c<|im_end|>", "<tool> <tool>"))
+
+
+def test_smollm2_conversion_is_smollm_and_tokenizes_like_llamacpp(tmp_path, smollm2_hf):
+    out = tmp_path / "smollm2.gguf"
+    hf2gguf(str(smollm2_hf), out, outtype="f16", quiet=True)
+    assert gf.read_gguf(out).value("tokenizer.ggml.pre") == "smollm"
+    assert_tokenizes_like_llamacpp(out)
+
+
+@pytest.fixture(scope="module")
+def llama2_pair(tmp_path_factory):
+    """One Llama-2-style checkpoint twice: with its SentencePiece tokenizer.model, and with only
+    the tokenizer.json transformers converts it to (plus an added special token in both)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+    spm_dir, folder = tmp_path_factory.mktemp("spm"), tmp_path_factory.mktemp("llama2json")
+    tiny.train_spm(spm_dir)
+    tiny.build_model(spm_dir, "llama")
+    for path in spm_dir.iterdir():
+        if path.name.startswith(("config", "model", "generation")):
+            shutil.copy(path, folder / path.name)
+    tok = AutoTokenizer.from_pretrained(spm_dir, from_slow=True)
+    tok.save_pretrained(folder)
+    assert not (folder / "tokenizer.model").exists()
+    return spm_dir, folder
+
+
+def test_llama2_tokenizer_json_only_converts_to_spm_like_llamacpp(tmp_path, llama2_pair,
+                                                                    llamacpp_root):
+    """The vocabulary keys equal llama.cpp's converter's (scores aside: ours order the merges),
+    and llama.cpp tokenizes our file as it tokenizes the same model converted from its
+    tokenizer.model by llama.cpp's converter."""
+    from tests.support.llamacpp_src import run_converter
+    spm_dir, json_dir = llama2_pair
+    ours, theirs, from_model = (tmp_path / n for n in ("ours.gguf", "theirs.gguf", "model.gguf"))
+    hf2gguf(str(json_dir), ours, outtype="f32", quiet=True)
+    run_converter(json_dir, theirs, "f32")
+    run_converter(spm_dir, from_model, "f32")
+    a, b = gf.read_gguf(ours), gf.read_gguf(theirs)
+
+    def keys(f):
+        return sorted(k for k in f.fields if k.startswith("tokenizer.") and not k.endswith("scores"))
+    assert keys(a) == keys(b)
+    for key in keys(b):
+        assert np.array_equal(np.asarray(a.value(key)), np.asarray(b.value(key))), key
+    with_json = open_llama(ours, vocab_only=True, verbose=False)
+    with_model = open_llama(from_model, vocab_only=True, verbose=False)
+    try:
+        for text in HARD + tuple(tiny.CORPUS[:10]):
+            got = with_json.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            assert got == with_model.tokenize(text.encode("utf-8"), add_bos=True, special=True), \
+                text[:40]
+    finally:
+        with_json.close()
+        with_model.close()
