@@ -28,6 +28,11 @@ class Recipe:
     gating: str = "softmax"          # router when the file has no expert_gating_func key
     swa_rope_scaled: bool = False    # SWA layers keep the rope scaling (gpt-oss: YaRN everywhere)
     ffn_norm: str = "ffn_norm"       # the pre-FFN norm (gpt-oss: post_attention_norm)
+    layer_norm: bool = False         # LayerNorm (with bias) instead of RMSNorm, eps from
+                                     # attention.layer_norm_epsilon
+    parallel: str = ""               # parallel attention + MLP: always | key (the
+                                     # use_parallel_residual key) | no_ffn_norm (runtime.parallel)
+    rope: bool = True                # False: no RoPE at all (GPT-2's learned positions)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -51,6 +56,13 @@ RECIPES: dict[str, Recipe] = {
     "gpt-oss": Recipe(neox=True, act="swiglu_oai", swa_period=2, swa_theta_is_base=True,
                       gating="softmax_weight", swa_rope_scaled=True,
                       ffn_norm="post_attention_norm"),
+    # LayerNorm families; llama.cpp's LLM_FFN_GELU is always the tanh form (runtime.activations)
+    "gpt2": Recipe(act="gelu_tanh", layer_norm=True, rope=False),
+    "gptneox": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="key"),
+    "starcoder2": Recipe(neox=True, act="gelu_tanh", layer_norm=True),
+    "phi2": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
+    "stablelm": Recipe(neox=True, layer_norm=True, parallel="no_ffn_norm"),
+    "falcon": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
 }
 # llama.cpp's llama_expert_gating_func_type (softmax_weight: softmax over the top-k logits only)
 GATING = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
@@ -98,6 +110,8 @@ class Hparams:
     n_dense_lead: int = 0                  # DeepSeek: the first blocks have a dense FFN
     mla: dict = field(default_factory=dict)   # DeepSeek MLA: kv_lora, q_lora, k_mla, v_mla,
                                               # yarn_log_mul (empty: not MLA)
+    layer_norm: bool = False               # LayerNorm with bias (rms_eps is then its epsilon)
+    parallel: str = ""                     # "", always, no_ffn_norm (runtime.parallel)
 
     def has_rope(self, i: int) -> bool:
         return not (self.nope_layers and self.nope_layers[i])
@@ -136,7 +150,9 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         n_kv_head=get("attention.head_count_kv") or n_head, head_dim=head_dim,
         n_ff=get("feed_forward_length"),
         n_vocab=n_vocab or get("vocab_size") or (len(tokens) if tokens is not None else 0),
-        rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
+        rms_eps=get("attention.layer_norm_epsilon" if recipe.layer_norm
+                    else "attention.layer_norm_rms_epsilon", 1e-5),
+        layer_norm=recipe.layer_norm, parallel=_parallel(recipe, get),
         rope_theta=theta, rope_dim=get("rope.dimension_count"),
         rope_attn_factor=get("rope.scaling.attn_factor", 1.0),
         n_ctx_orig=get("rope.scaling.original_context_length") or get("context_length"),
@@ -155,7 +171,8 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         n_group_used=get("expert_group_used_count", 0) or 0,
         n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get),
         expert_weights_scale=get("expert_weights_scale") or None,
-        nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
+        nope_layers=tuple(not recipe.rope or (recipe.no_rope_step > 0
+                                              and (i + 1) % recipe.no_rope_step == 0)
                           for i in range(n_layer)),
         attn_softcap=get("attn_logit_softcapping", recipe.softcaps[0]),
         final_softcap=get("final_logit_softcapping", recipe.softcaps[1]),
@@ -173,6 +190,12 @@ def _mla(get) -> dict:
     return {"kv_lora": get("attention.kv_lora_rank"), "q_lora": get("attention.q_lora_rank", 0),
             "k_mla": get("attention.key_length_mla"), "v_mla": get("attention.value_length_mla"),
             "yarn_log_mul": get("rope.scaling.yarn_log_multiplier", 0.0) / 0.1}
+
+
+def _parallel(recipe: Recipe, get) -> str:
+    if recipe.parallel != "key":
+        return recipe.parallel
+    return "always" if get("use_parallel_residual", False) else ""
 
 
 def _swa_theta(recipe: Recipe, get, theta: float) -> float:
