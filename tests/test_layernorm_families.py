@@ -53,17 +53,20 @@ CASES = {
     "phi2": ("phi2", {}),
     "stablelm-2-1.6b": ("stablelm", dict(use_qkv_bias=True)),
     "stablelm-2-12b": ("stablelm", dict(use_parallel_residual=True, qk_layernorm=True)),
+    "falcon-7b": ("falcon", dict(multi_query=True)),
+    "falcon-40b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2)),
 }
 # config.json as the released checkpoints ship it, where llama.cpp's converter needs that
 SHIPPED = {
     "gpt2": {"n_ctx": 128},                     # its converter reads n_ctx (= n_positions)
     "gptneox": {"rotary_pct": 0.25},            # and rotary_pct (now partial_rotary_factor)
     "gptneox-sequential": {"rotary_pct": 0.25},
+    "falcon-7b": {"num_kv_heads": None},        # released 7B configs have none (1 KV head)
 }
 # llama.cpp's converter reads config.json through transformers, and transformers 5 drops
 # rotary_pct and fills num_kv_heads whatever the file says: for these it reads the file as
 # written (llamacpp_src)
-RAW_CONFIG = ("gptneox", "gptneox-sequential")
+RAW_CONFIG = ("gptneox", "gptneox-sequential", "falcon-7b")
 # where llama.cpp's converter (0.3.36) fails whatever the config, and how
 NO_CONVERTER = {
     # modify_tensors `return`s the stacked per-head norms from inside a generator, so they are
@@ -209,6 +212,8 @@ QUANT = {
     "phi2": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4),
     "stablelm": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                      num_attention_heads=4, num_key_value_heads=1, use_qkv_bias=True),
+    "falcon": dict(hidden_size=256, ffn_hidden_size=1024, num_hidden_layers=16,
+                   multi_query=True),
 }
 
 
@@ -236,6 +241,9 @@ def test_mixes_match_llama_quantize(quant_f32, tmp_path, mix):
     ("stablelm", dict(rope_parameters={"rope_type": "linear", "factor": 2.0,
                                        "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
      "rope scaling"),
+    ("falcon", dict(alibi=True), "alibi"),
+    ("falcon", dict(bias=True), "linear biases"),
+    ("falcon", dict(activation="relu"), "relu"),
 ])
 def test_configs_llamacpp_would_compute_differently_are_refused(tmp_path, smollm2_hf, family,
                                                                  over, match):

@@ -3,13 +3,13 @@ architecture is one module here (plus, where llama.cpp computes something new, a
 and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
-from tinyconvert.archs import (deepseek, gemma, gpt2, gpt_oss, gptneox, granite, llama, moe,
+from tinyconvert.archs import (deepseek, falcon, gemma, gpt2, gpt_oss, gptneox, granite, llama, moe,
                                olmo, phi2, phi3, qwen, stablelm, starcoder2)
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
 FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, gpt2,
-                  starcoder2, gptneox, phi2, stablelm)
+                  starcoder2, gptneox, phi2, stablelm, falcon)
 
 
 def _registry() -> dict[str, Arch]:
