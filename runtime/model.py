@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import mla
 from tinyconvert.runtime.activations import ffn_inner
 from tinyconvert.runtime.hparams import Hparams
@@ -197,8 +198,8 @@ def embed(hp: Hparams, get: Weights, ids: list[int], pos0: int = 0) -> torch.Ten
         h = h * torch.tensor(hp.embed_scale, dtype=h.dtype)
     if (pos := get("position_embd.weight")) is not None:
         if pos0 + len(ids) > pos.shape[0]:
-            raise ValueError(f"position {pos0 + len(ids) - 1} is beyond the model's "
-                             f"{pos.shape[0]} learned positions")
+            raise InputError(f"the text reaches position {pos0 + len(ids) - 1}, beyond the "
+                             f"model's {pos.shape[0]} learned positions (use fewer tokens)")
         h = h + pos[pos0:pos0 + len(ids)]
     return h
 

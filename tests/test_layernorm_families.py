@@ -204,6 +204,14 @@ def test_verify_run_inspect_from_the_gguf_alone(ln_model, tmp_path):
         assert arch == open_source(path).hparams.arch == family
 
 
+@pytest.mark.parametrize("ln_model", ["gpt2"], indirect=True)
+def test_run_past_the_learned_positions_is_a_one_line_error(ln_model):
+    name, family, folder, shipped, raw = ln_model
+    res = CliRunner().invoke(app, ["run", str(folder / "ours-f32.gguf"), "-p", "Hello",
+                                   "--max-tokens", "200"])
+    assert res.exit_code == 2 and "beyond the model's 128 learned positions" in res.output
+
+
 # wide enough for K-quants (256), and 16 Falcon layers so its first-sixteenth rules apply
 QUANT = {
     "gpt2": dict(n_embd=256, n_layer=4),
