@@ -28,6 +28,11 @@ class Recipe:
     gating: str = "softmax"          # router when the file has no expert_gating_func key
     swa_rope_scaled: bool = False    # SWA layers keep the rope scaling (gpt-oss: YaRN everywhere)
     ffn_norm: str = "ffn_norm"       # the pre-FFN norm (gpt-oss: post_attention_norm)
+    layer_norm: bool = False         # LayerNorm (with bias) instead of RMSNorm, eps from
+                                     # attention.layer_norm_epsilon
+    parallel: str = ""               # parallel attention + MLP: always | key (the
+                                     # use_parallel_residual key) | no_ffn_norm (runtime.parallel)
+    rope: bool = True                # False: no RoPE at all (GPT-2's learned positions)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -53,6 +58,13 @@ RECIPES: dict[str, Recipe] = {
                       ffn_norm="post_attention_norm"),
     "mamba": Recipe(),                 # state-space blocks (runtime.ssm), sized by ssm.* keys
     "mamba2": Recipe(),
+    # LayerNorm families; llama.cpp's LLM_FFN_GELU is always the tanh form (runtime.activations)
+    "gpt2": Recipe(act="gelu_tanh", layer_norm=True, rope=False),
+    "gptneox": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="key"),
+    "starcoder2": Recipe(neox=True, act="gelu_tanh", layer_norm=True),
+    "phi2": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
+    "stablelm": Recipe(neox=True, layer_norm=True, parallel="no_ffn_norm"),
+    "falcon": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
 }
 # llama.cpp's llama_expert_gating_func_type (softmax_weight: softmax over the top-k logits only)
 GATING = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
@@ -103,6 +115,8 @@ class Hparams:
     ssm: dict = field(default_factory=dict)   # state-space blocks: d_conv, d_inner, d_state,
                                               # dt_rank, n_group, dt_b_c_rms, bcdt_eps
                                               # (empty: attention blocks)
+    layer_norm: bool = False               # LayerNorm with bias (rms_eps is then its epsilon)
+    parallel: str = ""                     # "", always, no_ffn_norm (runtime.parallel)
 
     def has_rope(self, i: int) -> bool:
         return not (self.nope_layers and self.nope_layers[i])
@@ -141,7 +155,9 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         n_kv_head=get("attention.head_count_kv") or n_head, head_dim=head_dim,
         n_ff=get("feed_forward_length"),
         n_vocab=n_vocab or get("vocab_size") or (len(tokens) if tokens is not None else 0),
-        rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
+        rms_eps=get("attention.layer_norm_epsilon" if recipe.layer_norm
+                    else "attention.layer_norm_rms_epsilon", 1e-5),
+        layer_norm=recipe.layer_norm, parallel=_parallel(recipe, get),
         rope_theta=theta, rope_dim=get("rope.dimension_count"),
         rope_attn_factor=get("rope.scaling.attn_factor", 1.0),
         n_ctx_orig=get("rope.scaling.original_context_length") or get("context_length"),
@@ -160,7 +176,8 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         n_group_used=get("expert_group_used_count", 0) or 0,
         n_dense_lead=get("leading_dense_block_count", 0) or 0, mla=_mla(get), ssm=_ssm(get),
         expert_weights_scale=get("expert_weights_scale") or None,
-        nope_layers=tuple(recipe.no_rope_step > 0 and (i + 1) % recipe.no_rope_step == 0
+        nope_layers=tuple(not recipe.rope or (recipe.no_rope_step > 0
+                                              and (i + 1) % recipe.no_rope_step == 0)
                           for i in range(n_layer)),
         attn_softcap=get("attn_logit_softcapping", recipe.softcaps[0]),
         final_softcap=get("final_logit_softcapping", recipe.softcaps[1]),
@@ -189,6 +206,12 @@ def _ssm(get) -> dict:
             "n_group": get("ssm.group_count", 1) or 1,
             "dt_b_c_rms": bool(get("ssm.dt_b_c_rms", False)),
             "bcdt_eps": get("attention.layer_norm_rms_epsilon", 1e-5)}
+
+
+def _parallel(recipe: Recipe, get) -> str:
+    if recipe.parallel != "key":
+        return recipe.parallel
+    return "always" if get("use_parallel_residual", False) else ""
 
 
 def _swa_theta(recipe: Recipe, get, theta: float) -> float:

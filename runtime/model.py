@@ -1,9 +1,11 @@
 """The forward pass of the llama-like families (llama, mistral, qwen2 with q/k/v biases, qwen3
 with q/k norms, gemma 1/2/3 with scaled embeddings, sandwich norms, GeGLU, sliding windows and
 softcaps; phi3 with fused qkv and gate+up, partial rotary and LongRoPE; GQA; tied embeddings;
-SiLU, GELU or ReLU gated FFN) on weights named as in GGUF. The blocks are chosen by the
-hyperparameters (the GGUF's keys) and the tensors the file has; files with ssm.* keys (Mamba,
-Mamba2) run runtime.ssm's blocks instead, their state carried in place of the KV cache.
+SiLU, GELU or ReLU gated FFN) and of the LayerNorm families (GPT-2 with learned positions,
+GPT-NeoX, StarCoder2, Phi-2, StableLM, Falcon: norms with biases, plain MLPs with biases, parallel
+attention + MLP) on weights named as in GGUF. The blocks are chosen by the hyperparameters (the
+GGUF's keys) and the tensors the file has; files with ssm.* keys (Mamba, Mamba2) run
+runtime.ssm's blocks instead, their state carried in place of the KV cache.
 
 Weights come from a `get(name) -> tensor | None` callable, so a GGUF file (dequantized) and an HF
 checkpoint (through the converter's architecture table) run the very same code. Two drivers:
@@ -18,18 +20,18 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import mla, ssm
+from tinyconvert.runtime.activations import ffn_inner
 from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
+from tinyconvert.runtime.norms import norm, normed, rms_norm
+from tinyconvert.runtime.parallel import is_parallel, parallel_block
 from tinyconvert.runtime.projections import gate_up, linear, qkv
 from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
 from tinyconvert.runtime.sinks import sink_attention
 
 Weights = Callable[[str], "torch.Tensor | None"]
-
-
-def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
 @dataclass
@@ -85,17 +87,18 @@ def attention(hp: Hparams, get: Weights, i: int, x: torch.Tensor, cos, sin,
 
 
 def _qk_norm(hp: Hparams, get: Weights, p: str, q: torch.Tensor, k: torch.Tensor):
-    """RMSNorm of q and k ([T, heads * hd]): per head where the weight has head_dim entries
-    (qwen3, gemma3), over the whole projection where it has heads * hd (olmo2)."""
+    """Norm of q and k ([T, heads * hd]), RMS or LayerNorm as the architecture's: per head where
+    the weight has head_dim entries (qwen3, gemma3) or [heads, hd] (StableLM 2 12B: a weight per
+    head), over the whole projection where it has heads * hd (olmo2)."""
     qn = get(p + "attn_q_norm.weight")
     if qn is None:
         return q, k
     kn, T = get(p + "attn_k_norm.weight"), q.shape[0]
     if qn.shape[-1] == q.shape[-1]:
-        return rms_norm(q, qn, hp.rms_eps), rms_norm(k, kn, hp.rms_eps)
+        return normed(hp, qn, None, q), normed(hp, kn, None, k)
     hd = hp.head_dim
-    return (rms_norm(q.view(T, -1, hd), qn, hp.rms_eps).reshape(T, -1),
-            rms_norm(k.view(T, -1, hd), kn, hp.rms_eps).reshape(T, -1))
+    return (normed(hp, qn, None, q.view(T, -1, hd)).reshape(T, -1),
+            normed(hp, kn, None, k.view(T, -1, hd)).reshape(T, -1))
 
 
 def _mask(T: int, S: int, pos0: int, window: int) -> torch.Tensor:
@@ -123,20 +126,14 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
     p = f"blk.{i}."
     if hp.n_expert and i >= hp.n_dense_lead:     # mixture of experts: no neuron-level view
         return moe_ffn(hp, get, i, x, on_route), None
-    gate, up = gate_up(hp, get, p, x)            # separate or fused (phi3's ffn_up)
-    if hp.act == "silu":
-        z = F.silu(gate) * up
-    elif hp.act == "gelu_tanh":                          # GeGLU (Gemma)
-        z = F.gelu(gate, approximate="tanh") * up
-    elif hp.act == "relu":                               # ReGLU
-        z = F.relu(gate) * up
-    else:                                                # Bamboo's dReLU
-        z = F.relu(gate) * F.relu(up)
+    gate, up = gate_up(hp, get, p, x)    # separate, fused (phi3's ffn_up) or no gate (plain MLP)
+    z = ffn_inner(hp.act, gate, up)
     active = z != 0
     if keep is not None:
         z = z * keep
     down = get(p + "ffn_down.weight")
-    out = linear(z, down) if down is not None else z @ get(p + "ffn_down_t.weight")
+    out = linear(z, down, get(p + "ffn_down.bias")) if down is not None \
+        else z @ get(p + "ffn_down_t.weight")
     return out, active
 
 
@@ -146,10 +143,6 @@ def predict(hp: Hparams, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
     p = f"blk.{i}."
     score = linear(F.relu(linear(h, get(p + "fc1.weight"))), get(p + "fc2.weight"))
     return score >= hp.sparse_threshold
-
-
-def _norm(h: torch.Tensor, w, eps: float) -> torch.Tensor:
-    return h if w is None else rms_norm(h, w, eps)
 
 
 def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
@@ -162,16 +155,19 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
     if hp.ssm:                       # state-space blocks (Mamba, Mamba2); cache: their state
         return ssm.block(hp, get, i, h, cache)
     p = f"blk.{i}."
-    y = attention(hp, get, i, _norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
-                  cos, sin, cache, pos0)
-    post = None if hp.ffn_norm == "post_attention_norm" else get(p + "post_attention_norm.weight")
-    h = h + _scaled(hp, _norm(y, post, hp.rms_eps))
+    if is_parallel(hp, get, i):          # x + attn(n(x)) + mlp(n'(x)) (runtime.parallel)
+        return parallel_block(hp, get, i, h,
+                              lambda x: attention(hp, get, i, x, cos, sin, cache, pos0),
+                              lambda x: ffn(hp, get, i, x, on_route=on_route)[0])
+    y = attention(hp, get, i, norm(hp, get, p + "attn_norm", h), cos, sin, cache, pos0)
+    if hp.ffn_norm != "post_attention_norm":
+        y = norm(hp, get, p + "post_attention_norm", y)
+    h = h + _scaled(hp, y)
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, _norm(h, get(f"{p}{hp.ffn_norm}.weight"), hp.rms_eps), keep,
-                    on_route)
+    y, active = ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route)
     if observe is not None and keep is not None:
         observe(i, keep, active)
-    return h + _scaled(hp, _norm(y, get(p + "post_ffw_norm.weight"), hp.rms_eps))
+    return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
 
 
 def _scaled(hp: Hparams, y: torch.Tensor) -> torch.Tensor:
@@ -199,15 +195,24 @@ def rope_tables(hp: Hparams, get: Weights, pos0: int, T: int,
             for i in range(hp.n_layer)]
 
 
-def embed(hp: Hparams, get: Weights, ids: list[int]) -> torch.Tensor:
+def embed(hp: Hparams, get: Weights, ids: list[int], pos0: int = 0) -> torch.Tensor:
+    """Token embeddings (scaled: Gemma), plus the learned position embeddings of positions
+    pos0.. where the file has them (GPT-2)."""
     h = get("token_embd.weight")[torch.tensor(ids)]
-    return h * torch.tensor(hp.embed_scale, dtype=h.dtype) if hp.embed_scale else h
+    if hp.embed_scale:
+        h = h * torch.tensor(hp.embed_scale, dtype=h.dtype)
+    if (pos := get("position_embd.weight")) is not None:
+        if pos0 + len(ids) > pos.shape[0]:
+            raise InputError(f"the text reaches position {pos0 + len(ids) - 1}, beyond the "
+                             f"model's {pos.shape[0]} learned positions (use fewer tokens)")
+        h = h + pos[pos0:pos0 + len(ids)]
+    return h
 
 
 def output_logits(hp: Hparams, get: Weights, h: torch.Tensor) -> torch.Tensor:
-    h = rms_norm(h, get("output_norm.weight"), hp.rms_eps)
+    h = norm(hp, get, "output_norm", h)
     w = get("output.weight")
-    logits = linear(h, w if w is not None else get("token_embd.weight"))
+    logits = linear(h, w if w is not None else get("token_embd.weight"), get("output.bias"))
     if hp.logit_scale:
         logits = logits / hp.logit_scale
     if hp.final_softcap:
@@ -251,7 +256,7 @@ class Model:
     def forward(self, ids: list[int]) -> torch.Tensor:
         """Appends ids to the cached sequence; returns their logits [T, n_vocab]."""
         pos0 = self.cache.length
-        h = embed(self.hp, self.get, ids)
+        h = embed(self.hp, self.get, ids, pos0)
         if self.hp.ssm:
             return output_logits(self.hp, self.get, ssm.run_layers(self.hp, self.get, h, self.cache))
         ropes = rope_tables(self.hp, self.get, pos0, len(ids), self.n_ctx)

@@ -1,7 +1,8 @@
 """Matmuls with the model's weight tensors, and the input projections of attention and of the
 gated FFN from separate tensors or from the fused ones some architectures keep (phi3: attn_qkv
 with rows Q, then K, then V; ffn_up holding the gate rows, then the up rows, and no ffn_gate).
-llama.cpp splits them the same way (build_qkv; build_ffn with LLM_FFN_SWIGLU and no gate)."""
+llama.cpp splits them the same way (build_qkv; build_ffn with LLM_FFN_SWIGLU and no gate). An
+ffn_up of n_ff rows and no ffn_gate is a plain MLP (build_ffn with LLM_FFN_SEQ)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -32,12 +33,15 @@ def qkv(hp, get: Weights, p: str, x: torch.Tensor):
 
 
 def gate_up(hp, get: Weights, p: str, x: torch.Tensor):
-    """x: [T, n_embd] -> (gate, up), each [T, n_ff]."""
-    up = linear(x, get(p + "ffn_up.weight"))
+    """x: [T, n_embd] -> (gate, up), each [T, n_ff]; gate is None for a plain (ungated) MLP,
+    whose ffn_up has n_ff rows and usually a bias (GPT-2, GPT-NeoX, Falcon, ...)."""
+    up = linear(x, get(p + "ffn_up.weight"), get(p + "ffn_up.bias"))
     gate_w = get(p + "ffn_gate.weight")
     if gate_w is not None:
-        return linear(x, gate_w), up
+        return linear(x, gate_w, get(p + "ffn_gate.bias")), up
+    if up.shape[-1] == hp.n_ff:
+        return None, up
     if up.shape[-1] != 2 * hp.n_ff:
         raise ValueError(f"{p}ffn_up gives {up.shape[-1]} values and there is no ffn_gate: a "
-                         f"fused gate+up needs 2*n_ff = {2 * hp.n_ff}")
+                         f"plain MLP needs n_ff = {hp.n_ff}, a fused gate+up 2*n_ff")
     return up.chunk(2, dim=-1)            # gate first, as llama.cpp's swiglu and HF's chunk

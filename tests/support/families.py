@@ -22,13 +22,15 @@ def read_gguf_contents(path: Path) -> tuple[dict, dict]:
     return tensors, fields
 
 
-def converted_like_llamacpp(folder: Path, tmp: Path, outtype: str) -> tuple[dict, dict]:
+def converted_like_llamacpp(folder: Path, tmp: Path, outtype: str, *,
+                            raw_config: bool = False) -> tuple[dict, dict]:
     """Converts with both; asserts the same tensor names and bytes; returns both key dicts for
     the caller to compare, with `add_bos_token` dropped where llama.cpp's converter leaves it
-    out (ours always says, so llama.cpp's default for the vocabulary kind never decides)."""
+    out (ours always says, so llama.cpp's default for the vocabulary kind never decides).
+    raw_config: llama.cpp's converter reads config.json as written (llamacpp_src)."""
     from tinyconvert.pipeline.hf2gguf import hf2gguf
     hf2gguf(str(folder), tmp / "ours.gguf", outtype=outtype, quiet=True)
-    run_converter(folder, tmp / "theirs.gguf", outtype)
+    run_converter(folder, tmp / "theirs.gguf", outtype, raw_config=raw_config)
     (ta, fa), (tb, fb) = read_gguf_contents(tmp / "ours.gguf"), read_gguf_contents(tmp / "theirs.gguf")
     assert sorted(ta) == sorted(tb)
     different = [n for n in ta if ta[n] != tb[n]]

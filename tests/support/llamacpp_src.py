@@ -54,14 +54,29 @@ def vocab_files(dest: Path, cache: Path = DEFAULT_CACHE) -> Path:
     return dest / "models"
 
 
-def run_converter(model: Path, out: Path, outtype: str, cache: Path = DEFAULT_CACHE):
-    """Runs llama.cpp's convert_hf_to_gguf.py with its own gguf-py; returns the finished process."""
+# llama.cpp's converter reads config.json through transformers' AutoConfig, falling back to the
+# raw file when that fails; this makes it fail, so the converter sees the file as written
+RAW_CONFIG = ("import os, runpy, sys, transformers\n"
+              "def refuse(*a, **k): raise ValueError('config.json read as written')\n"
+              "transformers.AutoConfig.from_pretrained = refuse\n"
+              "sys.argv = sys.argv[1:]\n"
+              "sys.path.insert(0, os.path.dirname(sys.argv[0]))\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def run_converter(model: Path, out: Path, outtype: str, cache: Path = DEFAULT_CACHE, *,
+                  raw_config: bool = False):
+    """Runs llama.cpp's convert_hf_to_gguf.py with its own gguf-py; returns the finished process.
+    raw_config: the converter reads config.json itself instead of through transformers (whose
+    version 5 renames keys the converter still reads, such as GPT-NeoX's rotary_pct)."""
     import os
     root = llamacpp_dir(cache)
     env = dict(os.environ, PYTHONPATH=str(root / "gguf-py"))
-    return subprocess.run([sys.executable, str(root / "convert_hf_to_gguf.py"), str(model),
-                           "--outfile", str(out), "--outtype", outtype],
-                          env=env, capture_output=True, text=True, check=True)
+    script = [str(root / "convert_hf_to_gguf.py"), str(model), "--outfile", str(out),
+              "--outtype", outtype]
+    prefix = ["-c", RAW_CONFIG] if raw_config else []
+    return subprocess.run([sys.executable, *prefix, *script], env=env, capture_output=True,
+                          text=True, check=True)
 
 
 if __name__ == "__main__":

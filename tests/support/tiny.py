@@ -120,9 +120,18 @@ def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32
     config = cfg_cls(**kw)
     torch.manual_seed(seed)
     model = model_cls(config)
+    perturb(model, sharpen=sharpen, scales=scales)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
+
+
+def perturb(model, *, sharpen: float = 1.0, scales: dict[str, float] | None = None,
+            norm_names: tuple[str, ...] = ("norm",)) -> None:
+    """Realistic, non-trivial norm weights (1 + N(0, 0.2); parameters whose names contain one
+    of norm_names) and biases (N(0, 0.1)); output rows times sharpen; named parameters scaled."""
+    import torch
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:                      # realistic, non-trivial norm weights
+            if any(n in name for n in norm_names) and name.endswith("weight"):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
@@ -131,4 +140,3 @@ def build_model(folder: Path, arch: str, *, seed: int = 0, dtype: str = "float32
             for part, k in (scales or {}).items():
                 if part in name:
                     p.mul_(k)
-    model.to(getattr(torch, dtype)).save_pretrained(folder)

@@ -3,12 +3,13 @@ architecture is one module here (plus, where llama.cpp computes something new, a
 and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
-from tinyconvert.archs import deepseek, gemma, gpt_oss, granite, llama, moe, olmo, phi3, qwen
-from tinyconvert.archs import mamba
+from tinyconvert.archs import (deepseek, falcon, gemma, gpt2, gpt_oss, gptneox, granite, llama, mamba,
+                               moe, olmo, phi2, phi3, qwen, stablelm, starcoder2)
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
-FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, mamba)
+FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, gpt2,
+                  starcoder2, gptneox, phi2, stablelm, falcon, mamba)
 
 
 def _registry() -> dict[str, Arch]:

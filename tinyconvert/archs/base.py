@@ -40,12 +40,13 @@ class Arch:
                                       # converter makes, not the checkpoint (LongRoPE factors)
     records: Callable | None = None   # records(cfg, records) -> records: checkpoint tensors the
                                       # family reshapes or drops before naming (DeepSeek's kv_b)
-    prepare: Callable | None = None   # prepare(config dict) -> the dict read_config reads: keys
-                                      # the family names otherwise (SSMs: no heads, padded vocab)
-    hparams: Callable | None = None   # hparams(writer, cfg): writes every key itself, instead of
-                                      # the common attention keys (the state-space families)
+    prepare: Callable | None = None   # prepare(config dict, path) -> the dict read_config reads:
+                                      # common names filled from the family's own (GPT-2's n_embd;
+                                      # SSMs: no heads, padded vocab)
     reference: Callable | None = None   # reference(cfg, hparams) -> hparams: what transformers
                                         # computes that no GGUF key says (for the HF reference)
+    common_keys: bool = True          # False: keys() writes every hparam key itself, as llama.cpp's
+                                      # converter writes them for the family (the LayerNorm ones)
 
     @property
     def arch_name(self) -> str:

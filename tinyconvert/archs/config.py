@@ -109,8 +109,8 @@ def _first(cfg: dict, keys: tuple[str, ...]):
 
 
 def add_hparams(w: gguf.GGUFWriter, c: ModelConfig) -> None:
-    if c.arch.hparams is not None:
-        c.arch.hparams(w, c)
+    if not c.arch.common_keys:
+        c.arch.keys(w, c)
         return
     w.add_block_count(c.n_layer)
     if c.n_ctx is not None:

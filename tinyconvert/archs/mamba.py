@@ -166,13 +166,13 @@ def mamba2_records(c, records):
     return out
 
 
-_MAMBA = dict(prepare=mamba_prepare, hparams=mamba_keys, records=mamba_records,
+_MAMBA = dict(prepare=mamba_prepare, common_keys=False, keys=mamba_keys, records=mamba_records,
               layer_tensors=MAMBA_LAYER)
 FAMILIES = [
     Arch(("MambaForCausalLM",), gguf.MODEL_ARCH.MAMBA, **_MAMBA),
     Arch(("FalconMambaForCausalLM",), gguf.MODEL_ARCH.MAMBA, reference=_falcon_reference,
          **_MAMBA),
     Arch(("Mamba2ForCausalLM",), gguf.MODEL_ARCH.MAMBA2, prepare=mamba2_prepare,
-         hparams=mamba2_keys, records=mamba2_records, layer_tensors=MAMBA2_LAYER,
+         common_keys=False, keys=mamba2_keys, records=mamba2_records, layer_tensors=MAMBA2_LAYER,
          renames=((r"^model\.(backbone|lm_head)", r"\1"), (r"\.dt_bias$", ".dt_proj.bias"))),
 ]

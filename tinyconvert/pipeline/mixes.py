@@ -118,10 +118,11 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
           opts: Options) -> str:
     """llama_tensor_get_type_impl for the mixes above (dense models, no importance matrix)."""
     cat = category(name)
+    falcon = shape.arch == "falcon"          # llama-quant.cpp's LLM_ARCH_FALCON exceptions
     if cat == "output" or (st.tied and cat == "token_embd"):
         if opts.output_tensor_type:
             return opts.output_tensor_type
-        if row % get_qtype(new).block_size:
+        if falcon or row % get_qtype(new).block_size:
             return "q8_0"
         return "q6_k" if new != "q8_0" else new
     if cat == "token_embd":
@@ -155,18 +156,23 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
         if mix == "q2_k":
             new = "q3_k"
         elif mix == "q3_k_m":
-            new = "q5_k" if i < n // 16 else "q4_k"
+            new = ("q5_k" if i < n // 16 else
+                   "q4_k" if not falcon or use_more_bits(i, n) else "q3_k")
         elif mix == "q3_k_l":
-            new = "q5_k"
+            new = "q4_k" if falcon else "q5_k"
+        elif mix == "q4_k_m" and falcon:
+            new = "q6_k" if i < n // 16 else "q5_k" if use_more_bits(i, n) else "q4_k"
         elif mix == "q4_k_m":
             new = "q6_k" if use_more_bits(i, n) else new
         elif i < n // 8 and mix == "iq4_nl":
             new = "q5_k"
         elif mix == "q5_k_m" and use_more_bits(i, n):
             new = "q6_k"
-        elif mix == "q4_k_s" and i < n // 8:
+        elif mix == "q4_k_s" and not falcon and i < n // 8:
             new = "q5_k"
         st.i_down += 1
+    elif cat == "attn_output" and falcon:
+        new = "q4_k" if mix == "q3_k_l" else new
     elif cat == "attn_output" and shape.n_expert == 8:
         new = "q5_k" if mix in EIGHT_EXPERT_ATTN_OUTPUT_Q5_K else new
     elif cat == "attn_output":

@@ -13,6 +13,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.archs.config import RELU_ACTS, ModelConfig, gguf_fields, read_config
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
+from tinyconvert.runtime.activations import HF_ACTS
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
 
 
@@ -33,6 +34,10 @@ def hparams_from_config(c: ModelConfig) -> Hparams:
     act = c.raw.get(c.arch.act_key) or c.raw.get("hidden_act", "silu")
     if act in ("relu", "fatrelu"):      # dense ReLU files record this key too
         fields["tinyconvert.ffn_act"] = "drelu" if c.arch.name == "bamboo" else "relu"
+    elif HF_ACTS.get(act) == "gelu_erf":
+        # the checkpoint's exact GELU; llama.cpp's GELU graphs (and so a GGUF) compute the tanh
+        # form, and verify shows the difference
+        fields["tinyconvert.ffn_act"] = "gelu_erf"
     hp = from_gguf_fields(fields, n_vocab=c.n_vocab or 0)
     if c.rope.get("truncate") is False and hp.rope_scaling.get("type") == "yarn":
         # transformers' untruncated YaRN ramp (gpt-oss's configs): no GGUF key says it and
