@@ -2,8 +2,9 @@
 yardstick verify judges a quantized file by when its drift is above what the type usually costs.
 
 Our quantizers write llama.cpp's bytes, so a file that is exactly what llama-quantize makes of the
-reference drifts exactly as much as this; a broken file (a wrong permutation, swapped tensors)
-drifts far more, whatever the type's own cost on this model."""
+reference drifts exactly as much as this; a broken file (a wrong permutation, swapped tensors, a
+wrong key) drifts far more, whatever the type's own cost on this model. A float file is its own
+type's yardstick too: f32 costs only what llama.cpp computes differently from transformers."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,8 +13,10 @@ from tinyconvert.pipeline.sources import ModelSource
 
 
 def requantized(ref: ModelSource, cand: ModelSource) -> ModelSource | None:
-    """ref with every weight the candidate stores quantized put through that type and back, or
-    None when a type cannot be reproduced here (T-MAC, grouped INT8, types we only read)."""
+    """ref with every weight the candidate stores quantized put through that type and back, and
+    computed as llama.cpp computes it from the converter's keys (its tanh GELU, its YaRN: what
+    transformers does differently is a cost of any GGUF, not a fault of this one); or None when
+    a type cannot be reproduced here (T-MAC, grouped INT8, types we only read)."""
     import torch
 
     from tinyconvert.quant import qtype_by_id
@@ -34,4 +37,4 @@ def requantized(ref: ModelSource, cand: ModelSource) -> ModelSource | None:
             return x
         rows = x.reshape(-1, x.shape[-1]).float().contiguous().numpy()
         return torch.from_numpy(q.dequantize(q.quantize(rows)).reshape(tuple(x.shape)).copy())
-    return replace(ref, get=get)
+    return replace(ref, get=get, hparams=ref.as_llamacpp or ref.hparams)

@@ -25,16 +25,22 @@ class ModelSource:
     get: Callable                   # name -> torch.Tensor | None
     names: list[str]                # every tensor name get() knows
     fields: dict | None = None      # GGUF metadata (gguf sources only)
+    as_llamacpp: Hparams | None = None  # HF sources: the hparams llama.cpp computes from the
+                                        # converter's keys (tanh GELU, truncated YaRN, ...)
 
 
-def hparams_from_config(c: ModelConfig) -> Hparams:
+def hparams_from_config(c: ModelConfig, *, as_llamacpp: bool = False) -> Hparams:
     """The runtime reads an HF checkpoint through the keys hf2gguf would write for it, so an HF
-    reference and its GGUF run under the very same hyperparameters."""
+    reference and its GGUF run under the very same hyperparameters. Where transformers computes
+    something no key can say, the reference follows transformers, unless as_llamacpp: then it
+    is what llama.cpp computes from those keys."""
     fields = gguf_fields(c)
     act = c.raw.get(c.arch.act_key) or c.raw.get("hidden_act", "silu")
     if act in ("relu", "fatrelu"):      # dense ReLU files record this key too
         fields["tinyconvert.ffn_act"] = "drelu" if c.arch.name == "bamboo" else "relu"
-    elif HF_ACTS.get(act) == "gelu_erf":
+    if as_llamacpp:
+        return from_gguf_fields(fields, n_vocab=c.n_vocab or 0)
+    if HF_ACTS.get(act) == "gelu_erf":
         # the checkpoint's exact GELU; llama.cpp's GELU graphs (and so a GGUF) compute the tanh
         # form, and verify shows the difference
         fields["tinyconvert.ffn_act"] = "gelu_erf"
@@ -62,7 +68,8 @@ def hf_source(folder: Path) -> ModelSource:
         if p.src_dtype == "TMAC":         # GPTQ: the checkpoint's own dequantized weights
             return torch.from_numpy(rows.dequantize())
         return torch.from_numpy(to_f32(rows, p.src_dtype).reshape(p.shape))
-    return ModelSource("hf", folder, hparams_from_config(cfg), get, list(planned))
+    return ModelSource("hf", folder, hparams_from_config(cfg), get, list(planned),
+                       as_llamacpp=hparams_from_config(cfg, as_llamacpp=True))
 
 
 def gguf_source(path: Path) -> ModelSource:
