@@ -214,7 +214,7 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     layers = [sum(col) / len(col) for col in zip(*layer_sums)] if any(layer_sums) else []
     lim = default_limit(cand.fields, cand.path, engine=engine)
     limit, why, judged = (max_kld, "--max-kld", "kld_mean") if max_kld is not None else \
-        _judge(ref, cand, ids, chunk, hf_logits, stats, lim)
+        _judge(ref, cand, ids, chunk, stats, lim)
     sparse = None
     if counter is not None and skip_parts:
         skip = metrics.summarize(skip_parts)
@@ -229,8 +229,8 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
                         routes.report() if routes is not None else None, chat)
 
 
-def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, hf_logits,
-           stats: dict, lim) -> tuple[float, str, str]:
+def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, stats: dict,
+           lim) -> tuple[float, str, str]:
     """(limit, why, statistic judged). A drift within what the type usually costs passes; above
     it, the file is held against the reference quantized at its own tensor types, which a file
     exactly as llama-quantize makes it matches and a broken file exceeds by far."""
@@ -239,8 +239,10 @@ def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, hf_l
     yard = requantized(ref, cand)
     if yard is None:
         return lim.value, lim.why, "kld_mean"
-    parts = [metrics.token_stats(*_runtime_pair(ref, yard, ids[c0:c0 + chunk], hf_logits,
-                                                None, None)[:2], ids[c0:c0 + chunk])
+    # against our own reading of the checkpoint, never transformers: the yardstick measures what
+    # the types (and llama.cpp's computation) cost, so a fault in our tables cannot hide in it
+    parts = [metrics.token_stats(*_lockstep(ref, yard, ids[c0:c0 + chunk])[:2],
+                                 ids[c0:c0 + chunk])
              for c0 in range(0, len(ids), chunk) if len(ids[c0:c0 + chunk]) >= 2]
     cost = metrics.summarize(parts)["kld_mean"]
     stats["kld_mean_requantized_reference"] = cost
