@@ -71,7 +71,10 @@ def _overlay_added(folder: Path, tokens, types, scores, n_vocab: int) -> None:
 
 
 def _spm_vocab(folder: Path, n_vocab: int | None) -> GgufVocab:
-    sp = parse_sp_model((folder / "tokenizer.model").read_bytes())
+    try:
+        sp = parse_sp_model((folder / "tokenizer.model").read_bytes())
+    except InputError as e:             # its messages start "tokenizer.model:"; give the path
+        raise InputError(f"{folder}/{e}") from None
     n = n_vocab or len(sp.pieces)
     tokens = [f"[PAD{i}]" for i in range(n)]
     scores, types = [-10000.0] * n, [UNUSED] * n
