@@ -190,6 +190,11 @@ def _parse(path: Path, buf, size: int, strict_types: bool = True) -> GgufFile:
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
     c.pos = 4
     version = c.scalar("<I", "version")
+    swapped = int.from_bytes(struct.pack("<I", version), "big")
+    if version not in VERSIONS and swapped in VERSIONS:     # every number in it is byte-swapped
+        raise InputError(f"{path}: a big-endian GGUF (version {swapped}) cannot be read on "
+                         f"this little-endian machine; convert from the source model again "
+                         f"without --bigendian")
     if version not in VERSIONS:
         raise InputError(f"{path}: unsupported GGUF version {version} (supported: 2, 3)")
     n_tensors, n_kv = c.scalar("<Q", "tensor count"), c.scalar("<Q", "key count")
