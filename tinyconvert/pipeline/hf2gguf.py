@@ -21,6 +21,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
 from tinyconvert.formats.vocab import add_vocab, load_vocab
 from tinyconvert.archs.config import RELU_ACTS, add_hparams, read_config
+from tinyconvert.archs.config_checks import check_against_records
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.general import add_general
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
@@ -99,6 +100,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else None)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
+    check_against_records(cfg, records)          # before predictors are looked for per layer
     if gptq_cfg is not None:
         if powerinfer is not None:
             raise InputError("a GPTQ checkpoint cannot be written as a PowerInfer file")

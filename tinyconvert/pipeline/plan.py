@@ -13,6 +13,7 @@ from tinyconvert.formats.records import TensorRecord, rows_and_len
 import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
+from tinyconvert.archs.config_checks import check_against_records, check_vocab_rows
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.quant import QuantType, get_qtype
@@ -105,6 +106,7 @@ def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> Pla
 
 
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
+    check_against_records(cfg, records)          # before a name map of n_layer layers is built
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
     if cfg.arch.records is not None:
@@ -122,6 +124,7 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
                              f"checkpoints are supported")
         planned.append(_float_tensor(cfg, mapper, rec, outtype))
     _check_complete(cfg, planned)
+    check_vocab_rows(cfg, planned)
     return planned
 
 

@@ -1,0 +1,61 @@
+"""config.json values from a hostile or broken checkpoint: wrong types, absurd sizes and counts
+the tensors contradict are one line and exit 2 from hf2gguf, with no output and the input
+untouched (and no billion-layer name map built on the way)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli_errors import copy_model, expect_error, good  # noqa: F401 - fixture
+
+CASES = [
+    ("num_hidden_layers", 1_000_000_000, r"num_hidden_layers = 1000000000 is outside"),
+    ("num_hidden_layers", 4000, r"claims 4000 layers but the checkpoint has only \d+ tensors"),
+    ("num_hidden_layers", 2.0, r"num_hidden_layers is 2\.0 \(float\); it must be an integer"),
+    ("hidden_size", 64.0, r"hidden_size is 64\.0 \(float\)"),
+    ("num_attention_heads", "4", r"num_attention_heads is '4' \(str\)"),
+    ("num_key_value_heads", True, r"num_key_value_heads is True \(bool\)"),
+    ("num_key_value_heads", 3, r"not a multiple of num_key_value_heads 3"),
+    ("intermediate_size", 1e30, r"intermediate_size is 1e\+30 \(float\)"),
+    ("vocab_size", -5, r"vocab_size = -5 is outside"),
+    ("vocab_size", "delta", r"vocab_size is 'delta'"),
+    ("max_position_embeddings", 2**40, r"max_position_embeddings = 1099511627776 is outside"),
+    ("rope_theta", "big", r"rope_theta is 'big'; it must be a positive finite number"),
+    ("rms_norm_eps", -1e-5, r"rms_norm_eps is -1e-05"),
+    ("rope_scaling", "linear", r"rope_scaling is 'linear'; it must be a JSON object"),
+    ("architectures", "LlamaForCausalLM", r"architectures is 'LlamaForCausalLM'; it must be a list"),
+    ("text_config", [1], r"text_config must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("key,value,pattern", CASES, ids=[f"{k}={v!r}" for k, v, _ in CASES])
+def test_config_value_refused(good, tmp_path, key, value, pattern):  # noqa: F811
+    model = copy_model(good, tmp_path)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg[key] = value
+    (model / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error(model, out, pattern)
+
+
+def test_vocab_size_must_match_embedding(good, tmp_path):  # noqa: F811
+    """The token list hf2gguf writes has vocab_size entries; llama.cpp refuses a token_embd with
+    another row count, so the file would not load."""
+    model = copy_model(good, tmp_path)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["vocab_size"] += 1
+    (model / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error(model, out, rf"vocab_size {cfg['vocab_size']} differs from the token "
+                             rf"embedding's {cfg['vocab_size'] - 1} rows")
+
+
+def test_config_not_an_object(good, tmp_path):  # noqa: F811
+    model = copy_model(good, tmp_path)
+    (model / "config.json").write_text("[1, 2]")
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error(model, out, "config.json is not a JSON object")
