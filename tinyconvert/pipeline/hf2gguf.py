@@ -124,8 +124,8 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     writer.add_type(gguf.GGUFType.MODEL)
     predictor_params = sum(math.prod(p.shape) for p in planned
                            if p.name.endswith((".fc1.weight", ".fc2.weight")))
-    add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
-                predictor_params)
+    notes = add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
+                        predictor_params)
     add_hparams(writer, cfg)
     writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -150,7 +150,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     n_params = sum(math.prod(p.shape) for p in planned
                    if not p.name.endswith(".scale"))
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
-                         fallbacks, list(vocab.notes), dict(Counter(p.qtype.name for p in planned)),
+                         fallbacks, notes + vocab.notes, dict(Counter(p.qtype.name for p in planned)),
                          bytes_in, n_params)
 
 
