@@ -26,6 +26,20 @@ CASES = [
     ("rope_scaling", "linear", r"rope_scaling is 'linear'; it must be a JSON object"),
     ("architectures", "LlamaForCausalLM", r"architectures is 'LlamaForCausalLM'; it must be a list"),
     ("text_config", [1], r"text_config must be a JSON object"),
+    # found by tests/test_fuzz_pipeline.py and its probes: these wrote a file (or crashed later)
+    ("rope_parameters", {"rope_type": "default", "rope_theta": "x"},
+     r"rope_parameters: rope_theta is 'x'; it must be a finite number"),
+    ("rope_parameters", {"rope_type": "default", "rope_theta": -5},
+     r"rope_parameters: rope_theta is -5; it must be positive"),
+    ("rope_parameters", {"full_attention": 5}, r"rope_parameters\.full_attention is 5"),
+    ("rope_parameters", {"rope_type": "linear", "factor": "x", "rope_theta": 1e4},
+     r"factor is 'x'"),
+    ("head_dim", 7, r"blk\.0\.attn_q has 64 rows, but config\.json gives 4 heads of 7"),
+    ("num_key_value_heads", 1, r"blk\.0\.attn_k has 32 rows, but config\.json gives 1 heads of 16"),
+    ("num_local_experts", 4, r"says 4 experts, but the checkpoint has no expert tensors"),
+    ("num_experts_per_tok", 9, r"9 experts used per token, but only 0 experts"),
+    ("tie_word_embeddings", "yes", r"tie_word_embeddings is 'yes', not true or false"),
+    ("sliding_window", "x", r"sliding_window is 'x' \(str\)"),
 ]
 
 
@@ -51,6 +65,16 @@ def test_vocab_size_must_match_embedding(good, tmp_path):  # noqa: F811
     out.mkdir()
     expect_error(model, out, rf"vocab_size {cfg['vocab_size']} differs from the token "
                              rf"embedding's {cfg['vocab_size'] - 1} rows")
+
+
+def test_hidden_size_must_match_embedding(good, tmp_path):  # noqa: F811
+    model = copy_model(good, tmp_path)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(hidden_size=128, head_dim=16)        # heads still fit; the embedding does not
+    (model / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error(model, out, r"hidden_size 128 differs from the token embedding's width 64")
 
 
 def test_config_not_an_object(good, tmp_path):  # noqa: F811

@@ -17,7 +17,7 @@ import gguf
 
 from tinyconvert.archs import arch_for
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.config_checks import check_architectures, check_values
+from tinyconvert.archs.config_checks import check_architectures, check_resolved, check_values
 from tinyconvert.formats.errors import InputError
 
 RELU_ACTS = ("relu", "fatrelu")   # ReLU-gated FFNs (PowerInfer's models): the runtime runs them
@@ -98,6 +98,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
         rope_theta_swa=swa_rope.get("rope_theta"),
         n_expert=_first(cfg, EXPERT_COUNT_KEYS) or 0,
         n_expert_used=_first(cfg, EXPERT_USED_KEYS) or 0)
+    check_resolved(config, path)
     gguf_fields(config)      # a config the family refuses fails here, before any tensor is read
     return config
 

@@ -13,7 +13,7 @@ from tinyconvert.formats.records import TensorRecord, rows_and_len
 import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
-from tinyconvert.archs.config_checks import check_against_records, check_vocab_rows
+from tinyconvert.archs.config_checks import check_against_records, check_planned
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.quant import QuantType, get_qtype
@@ -124,7 +124,7 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
                              f"checkpoints are supported")
         planned.append(_float_tensor(cfg, mapper, rec, outtype))
     _check_complete(cfg, planned)
-    check_vocab_rows(cfg, planned)
+    check_planned(cfg, planned)
     return planned
 
 
