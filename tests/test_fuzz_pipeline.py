@@ -28,6 +28,7 @@ from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 CASES: dict[str, Counter] = defaultdict(Counter)     # kind -> exit code -> cases
 MAX_SECONDS = 30.0
+MAX_RSS_GIB = 4.0           # the whole process: torch, transformers and every case
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
          "tokenizer.model")
 
@@ -316,8 +317,11 @@ def test_mutated_gguf_through_verify(base, tmp_path_factory, ops):
 
 def test_case_counts_reported():
     """Printed with -s (and in the summary when a count falls short)."""
+    import resource
     report = {k: dict(v) for k, v in sorted(CASES.items())}
-    print(f"fuzzed command cases (kind: exit code -> count): {report}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20        # KiB -> GiB
+    print(f"fuzzed command cases (kind: exit code -> count): {report}; peak RSS {peak:.2f} GiB")
+    assert peak < MAX_RSS_GIB, "a hostile case allocated far more than the tiny models need"
     want = {"safetensors": 120, "config.json": 120, "tokenizer.json": 70, "tokenizer.model": 60,
             "quantize": 100, "verify": 40}
     for kind, n in want.items():
