@@ -85,3 +85,20 @@ def test_unbuildable_vocabulary_is_an_input_error(base, tmp_path):
     r = CliRunner().invoke(app, ["run", str(path), "-p", "hello"])
     assert r.exit_code == 2, r.stderr
     assert "its vocabulary cannot be rebuilt into a tokenizer" in r.stderr
+
+
+def test_other_families_get_only_the_file_wide_checks(tmp_path):
+    """An SSM family (no heads, no attention or FFN tensors) is not held to the attention +
+    FFN block roles; its embedding still is checked."""
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.formats.gguf_file import TensorInfo
+    from tinyconvert.pipeline.gguf_checks import check_runnable
+    tensors = {n: TensorInfo(n, ne, 0, 0, 0) for n, ne in [
+        ("token_embd.weight", (64, 10)), ("output_norm.weight", (64,)),
+        ("blk.0.ssm_in.weight", (64, 256)), ("blk.0.ssm_out.weight", (128, 64))]}
+    fields = {"general.architecture": "mamba", "mamba.block_count": 1,
+              "mamba.embedding_length": 64, "mamba.attention.head_count": 0,
+              "tokenizer.ggml.tokens": ["t"] * 10}
+    check_runnable(tmp_path, fields, tensors)
+    with pytest.raises(InputError, match="token_embd is 64 wide"):
+        check_runnable(tmp_path, {**fields, "mamba.embedding_length": 32}, tensors)
