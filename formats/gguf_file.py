@@ -13,6 +13,7 @@ string = u64 length + UTF-8 bytes; array = u32 element type + u64 count + elemen
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -29,6 +30,7 @@ MAGICS = (b"GGUF", b"PWRI")
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+MAX_ELEMENTS = 1 << 48                # far past any real tensor; bounds every size below
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
 SCALAR = {U8: "<u1", I8: "<i1", U16: "<u2", I16: "<i2", U32: "<u4", I32: "<i4", F32: "<f4",
           BOOL: "<u1", U64: "<u8", I64: "<i8", F64: "<f8"}             # numpy dtypes
@@ -63,7 +65,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.ne, dtype=np.int64))
+        return math.prod(self.ne)
 
 
 @dataclass
@@ -188,6 +190,11 @@ def _parse(path: Path, buf, size: int, strict_types: bool = True) -> GgufFile:
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
     c.pos = 4
     version = c.scalar("<I", "version")
+    swapped = int.from_bytes(struct.pack("<I", version), "big")
+    if version not in VERSIONS and swapped in VERSIONS:     # every number in it is byte-swapped
+        raise InputError(f"{path}: a big-endian GGUF (version {swapped}) cannot be read on "
+                         f"this little-endian machine; convert from the source model again "
+                         f"without --bigendian")
     if version not in VERSIONS:
         raise InputError(f"{path}: unsupported GGUF version {version} (supported: 2, 3)")
     n_tensors, n_kv = c.scalar("<Q", "tensor count"), c.scalar("<Q", "key count")
@@ -232,6 +239,8 @@ def _tensor_info(c: _Cursor, i: int, strict_types: bool, table: TypeTable) -> Te
     ne = tuple(c.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
     ggml_type = c.scalar("<I", f"type of {name!r}")
     offset = c.scalar("<Q", f"offset of {name!r}")
+    if math.prod(ne) > MAX_ELEMENTS:        # whatever the type, even one we do not know
+        raise InputError(f"{c.path}: tensor {name!r} shape {list(ne)} is implausibly large")
     if (tt := table.tmac(ggml_type)) is not None:
         why = tt.fits_shape(tuple(reversed(ne)))
         if why is not None:
@@ -247,12 +256,7 @@ def _tensor_info(c: _Cursor, i: int, strict_types: bool, table: TypeTable) -> Te
     if ne[0] % block:
         raise InputError(f"{c.path}: tensor {name!r} row length {ne[0]} is not a multiple of "
                          f"its type's block size {block}")
-    n = 1
-    for d in ne:
-        n *= d
-    if n > 1 << 48:
-        raise InputError(f"{c.path}: tensor {name!r} shape {ne} is implausibly large")
-    return TensorInfo(name, ne, ggml_type, offset, n // block * type_size)
+    return TensorInfo(name, ne, ggml_type, offset, math.prod(ne) // block * type_size)
 
 
 def _check_tensors(path: Path, tensors: list[TensorInfo], align: int, data_start: int,

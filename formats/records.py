@@ -6,6 +6,7 @@ chunks. BF16 data travels as its uint16 bit patterns.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,4 +39,4 @@ def rows_and_len(shape: tuple[int, ...]) -> tuple[int, int]:
         return 1, 1
     if len(shape) == 1:
         return shape[0], 1
-    return int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]
+    return math.prod(shape[:-1]), shape[-1]          # exact integers: sizes from files never wrap

@@ -6,6 +6,7 @@ Layout: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape,
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -48,16 +49,20 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0     # JSON true is not 1
+
+
 def _check_entry(path: Path, name: str, entry, data_size: int) -> None:
     if not isinstance(entry, dict) or entry.get("dtype") not in ITEM_SIZE:
         raise InputError(f"{path}: tensor {name!r} has an unknown dtype {entry!r}")
     shape, offs = entry.get("shape"), entry.get("data_offsets")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
         raise InputError(f"{path}: tensor {name!r} has a bad shape {shape!r}")
-    if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
+    if not (isinstance(offs, list) and len(offs) == 2 and all(_is_count(o) for o in offs)):
         raise InputError(f"{path}: tensor {name!r} has bad data_offsets {offs!r}")
     begin, end = offs
-    want = int(np.prod(shape, dtype=np.int64)) * ITEM_SIZE[entry["dtype"]]
+    want = math.prod(shape) * ITEM_SIZE[entry["dtype"]]      # exact: a file's sizes never wrap
     if not (0 <= begin <= end) or end - begin != want:
         raise InputError(f"{path}: tensor {name!r} offsets {offs} do not match shape {shape} "
                          f"of {entry['dtype']}")

@@ -36,6 +36,16 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+FIXED = {1: 8, 5: 4}          # wire type -> bytes of a fixed64 / fixed32 value
+
+
+def _take(buf: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    if pos + n > len(buf):
+        raise InputError("tokenizer.model: a field runs past the end of its message "
+                         "(truncated or corrupt)")
+    return buf[pos:pos + n], pos + n
+
+
 def _fields(buf: bytes):
     """Yields (field number, wire type, value) for one protobuf message."""
     pos = 0
@@ -44,15 +54,11 @@ def _fields(buf: bytes):
         num, wire = key >> 3, key & 7
         if wire == 0:
             val, pos = _varint(buf, pos)
-        elif wire == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
+        elif wire in FIXED:
+            val, pos = _take(buf, pos, FIXED[wire])
         elif wire == 2:
             n, pos = _varint(buf, pos)
-            if pos + n > len(buf):
-                raise InputError("tokenizer.model: a field runs past the end of the file")
-            val, pos = buf[pos:pos + n], pos + n
-        elif wire == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
+            val, pos = _take(buf, pos, n)
         else:
             raise InputError(f"tokenizer.model: unsupported protobuf wire type {wire}")
         yield num, wire, val
@@ -62,7 +68,11 @@ def _piece(buf: bytes) -> tuple[str, float, int]:
     text, score, ptype = "", 0.0, 1
     for num, wire, val in _fields(buf):
         if num == 1 and wire == 2:
-            text = val.decode("utf-8")
+            try:
+                text = val.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"tokenizer.model: piece {bytes(val[:16])!r} is not valid "
+                                 f"UTF-8 (corrupt file)") from None
         elif num == 2 and wire == 5:
             (score,) = struct.unpack("<f", val)
         elif num == 3 and wire == 0:
@@ -81,8 +91,11 @@ def parse_sp_model(data: bytes) -> SpModel:
             norm = {n: v for n, _, v in _fields(val)}
     if not pieces:
         raise InputError("tokenizer.model: no pieces found (not a SentencePiece model?)")
-    return SpModel(pieces, bool(norm.get(3, 1)), bool(norm.get(4, 1)),
-                   int(trainer.get(3, 1)), bool(trainer.get(35, 0)))
+    model_type = trainer.get(3, 1)
+    if not isinstance(model_type, int):            # a varint field that came length-delimited
+        raise InputError("tokenizer.model: trainer_spec.model_type is not a number (corrupt file)")
+    return SpModel(pieces, bool(norm.get(3, 1)), bool(norm.get(4, 1)), model_type,
+                   bool(trainer.get(35, 0)))
 
 
 # --- writing: a SentencePiece BPE model from a vocabulary (a GGUF's `llama` tokenizer) ---

@@ -5,6 +5,7 @@ Each entry knows its GGML id, block layout and how to encode/decode float32 rows
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +26,7 @@ class QuantType:
         return n_per_row // self.block_size * self.type_size
 
     def nbytes(self, shape: tuple[int, ...]) -> int:
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+        n_rows = math.prod(shape[:-1])        # exact: int64 would wrap on a hostile shape
         return n_rows * self.row_bytes(shape[-1])
 
     def fits(self, n_per_row: int) -> bool:

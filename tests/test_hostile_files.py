@@ -128,6 +128,8 @@ def test_cli_on_mutated_files(originals, tmp_path, seed):
     ((8, struct.pack("<Q", 2**40)), "more than"),            # tensor count
     ((16, struct.pack("<Q", 2**40)), "more than"),           # key count
     ((4, struct.pack("<I", 7)), "unsupported GGUF version"),
+    ((4, struct.pack(">I", 3)), r"big-endian GGUF \(version 3\)"),
+    ((4, struct.pack(">I", 2)), r"big-endian GGUF \(version 2\)"),
     ((0, b"GGML"), "not a GGUF file"),
 ])
 def test_specific_header_attacks(originals, tmp_path, patch, message):

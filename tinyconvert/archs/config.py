@@ -17,6 +17,7 @@ import gguf
 
 from tinyconvert.archs import arch_for
 from tinyconvert.archs.base import Arch
+from tinyconvert.archs.config_checks import check_architectures, check_resolved, check_values
 from tinyconvert.formats.errors import InputError
 
 RELU_ACTS = ("relu", "fatrelu")   # ReLU-gated FFNs (PowerInfer's models): the runtime runs them
@@ -64,9 +65,13 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"{path}: config.json is not a JSON object")
+    check_architectures(cfg, path)
     hf_class, arch = arch_for(cfg)
     if isinstance(cfg.get("text_config"), dict):    # multimodal wrapper: the language model's
         cfg = {**cfg, **cfg["text_config"]}          # keys, as llama.cpp's converter reads them
+    check_values(cfg, path)
     if arch.prepare is not None:
         cfg = arch.prepare(cfg, path)
     act = cfg.get(arch.act_key) or cfg.get("hidden_act", "silu")
@@ -95,6 +100,7 @@ def read_config(folder: Path, *, acts: tuple[str, ...] | None = None,
         rope_theta_swa=swa_rope.get("rope_theta"),
         n_expert=_first(cfg, EXPERT_COUNT_KEYS) or 0,
         n_expert_used=_first(cfg, EXPERT_USED_KEYS) or 0)
+    check_resolved(config, path)
     gguf_fields(config)      # a config the family refuses fails here, before any tensor is read
     return config
 

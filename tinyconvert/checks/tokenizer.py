@@ -84,4 +84,12 @@ def gguf_tokenizer(fields: dict) -> Tokenizer:
 
 
 def tokenizer_for(source) -> Tokenizer:
-    return hf_tokenizer(source.path) if source.kind == "hf" else gguf_tokenizer(source.fields)
+    if source.kind == "hf":
+        return hf_tokenizer(source.path)
+    try:
+        return gguf_tokenizer(source.fields)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tokenizers/sentencepiece raise bare Exceptions
+        raise InputError(f"{source.path}: its vocabulary cannot be rebuilt into a tokenizer "
+                         f"({type(e).__name__}: {e})") from None

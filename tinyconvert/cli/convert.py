@@ -10,6 +10,7 @@ import typer
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 
 POST_VERIFY_TOKENS = 128
+JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
 
 
 @cli_errors
@@ -30,6 +31,7 @@ def hf2gguf_cmd(
                                     "GGUF for attach-predictor (llama.cpp cannot run it right)"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Convert a Hugging Face checkpoint to GGUF.
 
@@ -44,14 +46,32 @@ def hf2gguf_cmd(
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
                   powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
     _print_fallbacks(res.fallbacks)
-    for note in res.notes:
-        typer.echo(f"warning: {note}", err=True)
-    if not quiet:
+    _print_notes(res.notes)
+    if not quiet and not as_json:
         typer.echo(f"wrote {res.path} ({res.outtype}, {res.n_tensors} tensors, "
                    f"{res.n_bytes / 2**20:.1f} MiB, {len(res.fallbacks)} fallbacks) "
                    f"in {res.seconds:.1f}s")
-    if not no_verify:
-        _post_verify(str(res.source), res.path)
+    _finish(str(res.source), res.path, no_verify, as_json,
+            {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
+             "seconds": res.seconds, "types": res.types, "notes": res.notes,
+             "fallbacks": [list(f) for f in res.fallbacks]})
+
+
+def _print_notes(notes: list[str]) -> None:
+    """Tokenizer and gguf-py warnings: the file was written, but the user should know."""
+    for note in notes:
+        typer.echo(f"warning: {note}", err=True)
+
+
+def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict):
+    """The check, then (with --json) one JSON line; a failed check exits 3 after both."""
+    import json
+    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json)
+    if as_json:
+        typer.echo(json.dumps({"path": str(candidate), **result,
+                               "verify": report.as_json() if report else None}))
+    if report is not None and not report.passed:
+        raise typer.Exit(VERIFY_FAILED)
 
 
 def _print_fallbacks(fallbacks) -> None:
@@ -65,18 +85,19 @@ def _print_fallbacks(fallbacks) -> None:
                    err=True)
 
 
-def _post_verify(reference: str, candidate: Path) -> None:
+def _post_verify(reference: str, candidate: Path, echo: bool = True):
     """The short accuracy check every converting command ends with."""
     from tinyconvert.checks.verify import verify
     report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
-    typer.echo(report.summary_line())
+    if echo:
+        typer.echo(report.summary_line())
     for f in report.chat:
         typer.echo(f"chat {f.check}: {'MISMATCH' if f.fails else 'warning'}: {f.message}",
                    err=True)
     if not report.passed:
         typer.echo(f"error: {candidate} was written but does not pass verify "
                    f"({'; '.join(report.problems()) or 'KL divergence too high'})", err=True)
-        raise typer.Exit(VERIFY_FAILED)
+    return report
 
 
 @cli_errors
@@ -114,6 +135,7 @@ def quantize_cmd(
                                           help="dequantize and requantize a quantized input"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
     from tinyconvert.formats.errors import InputError
@@ -130,9 +152,12 @@ def quantize_cmd(
     res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
                    threads=threads, allow_requantize=allow_requantize, quiet=quiet,
                    tmac=tmac_opts)
-    _report_quantize(res, quiet)
-    if not no_verify:
-        _post_verify(res.source, res.path)
+    _report_quantize(res, quiet or as_json)
+    _finish(res.source, res.path, no_verify, as_json,
+            {"mix": res.tmac or res.mix, "types": res.types, "bytes_in": res.bytes_in,
+             "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
+             "requantized": res.requantized, "notes": res.notes,
+             "fallbacks": [list(f) for f in res.fallbacks]})
 
 
 def _tensor_types(items: list[str]) -> tuple[tuple[str, str], ...]:
@@ -156,6 +181,7 @@ def _report_quantize(res, quiet: bool) -> None:
                    f"{res.int8_group}); llama.cpp CANNOT run this file. tinyconvert run/verify "
                    f"can.", err=True)
     _print_fallbacks(res.fallbacks)
+    _print_notes(res.notes)
     if not quiet:
         counts = ", ".join(f"{n} {t}" for t, n in sorted(res.types.items()))
         label = (f"int8, groups of {res.int8_group}" if res.int8_group

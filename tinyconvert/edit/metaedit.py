@@ -1,7 +1,8 @@
-"""set-metadata: edit any GGUF key safely. Same-size numeric or string changes are patched in
-place; anything that changes the header's size rewrites the file through a temporary file in the
-same folder and an atomic rename, with tensor data copied unchanged. Every result is re-read and
-checked before it replaces anything."""
+"""set-metadata: edit any GGUF key safely. One same-size numeric or string change is patched in
+place (a single write); anything else (several changes, or one that changes the header's size)
+rewrites the file through a temporary file in the same folder and an atomic rename, with tensor
+data copied unchanged, so a crash never leaves a half-edited file. Every result is re-read and
+checked; a rewrite replaces nothing unless the check passes, and a patch that fails it is undone."""
 from __future__ import annotations
 
 import json
@@ -171,17 +172,19 @@ def make_rename(f: gf.GgufFile, old: str, new: str) -> Edit:
     return Edit("rename", old, new_key=new)
 
 
-def _patchable(f: gf.GgufFile, edits: list[Edit]) -> list[tuple[int, bytes]] | None:
-    patches = []
-    for e in edits:
-        old = f.fields.get(e.key)
-        if e.kind != "set" or old is None or (e.vtype, e.subtype) != (old.vtype, old.subtype):
-            return None
-        data = encode_value(e.vtype, e.value, e.subtype)
-        if len(data) != old.end - old.offset or len(data) > PATCH_LIMIT:
-            return None
-        patches.append((old.offset, data))
-    return patches
+def _patchable(f: gf.GgufFile, edits: list[Edit]) -> tuple[int, bytes] | None:
+    """(offset, bytes) of the one in-place write that makes these edits, or None. Two patches
+    are never written in place: a crash between them would leave half the edit."""
+    if len(edits) != 1:
+        return None
+    e = edits[0]
+    old = f.fields.get(e.key)
+    if e.kind != "set" or old is None or (e.vtype, e.subtype) != (old.vtype, old.subtype):
+        return None
+    data = encode_value(e.vtype, e.value, e.subtype)
+    if len(data) != old.end - old.offset or len(data) > PATCH_LIMIT:
+        return None
+    return old.offset, data
 
 
 def _entries(f: gf.GgufFile, edits: list[Edit]) -> list[bytes]:
@@ -213,14 +216,8 @@ class EditResult:
 def apply_edits(path: Path, edits: list[Edit], out: Path | None = None) -> EditResult:
     f = gf.read_gguf(path, strict_types=False)
     notes = [e.note for e in edits if e.note]
-    if out is None and (patches := _patchable(f, edits)) is not None:
-        with open(path, "r+b") as fh:
-            for offset, data in patches:
-                fh.seek(offset)
-                fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _check_same_tensors(f, gf.read_gguf(path, strict_types=False))
+    if out is None and (patch := _patchable(f, edits)) is not None:
+        _patch_in_place(f, path, *patch)
         return EditResult(Path(path), "patched in place", notes)
     target = Path(out) if out is not None else Path(path)
     if out is not None:
@@ -232,14 +229,36 @@ def apply_edits(path: Path, edits: list[Edit], out: Path | None = None) -> EditR
     return EditResult(target, "rewritten", notes)
 
 
-def _data_size(f: gf.GgufFile) -> int:
-    """A file with no tensors may end before the padding of its (empty) data section."""
-    return max(0, f.file_size - f.data_start)
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
-def _check_same_tensors(before: gf.GgufFile, after: gf.GgufFile) -> None:
+def _patch_in_place(f: gf.GgufFile, path: Path, offset: int, data: bytes) -> None:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        old = fh.read(len(data))
+    _write_at(path, offset, data)
+    try:
+        _check_same_tensors(f, gf.read_gguf(path, strict_types=False), "")
+    except (RuntimeError, InputError) as e:
+        _write_at(path, offset, old)
+        raise RuntimeError(f"{path}: the patched file did not re-read with the same tensors "
+                           f"({e}); its original bytes were restored") from None
+
+
+def _check_same_tensors(before: gf.GgufFile, after: gf.GgufFile,
+                        consequence: str = "; nothing was replaced") -> None:
     if [(t.name, t.ne, t.ggml_type, t.offset) for t in before.tensors] != \
             [(t.name, t.ne, t.ggml_type, t.offset) for t in after.tensors] or \
             before.magic != after.magic or \
             _data_size(before) != _data_size(after):
-        raise RuntimeError("edited file does not carry the same tensors; nothing was replaced")
+        raise RuntimeError(f"edited file does not carry the same tensors{consequence}")
+
+
+def _data_size(f: gf.GgufFile) -> int:
+    """A file with no tensors may end before the padding of its (empty) data section."""
+    return max(0, f.file_size - f.data_start)

@@ -1,5 +1,8 @@
 """Outputs appear only when complete: written to a temporary file in the target folder, then
-renamed into place. A failed or interrupted run leaves no partial file and never touches inputs."""
+renamed into place. A failed or interrupted run leaves no partial file and never touches inputs.
+The file is fsynced before the rename and the folder after it: without the first, a power cut
+can leave the final name on an empty file (the rename reaches the disk before the data); without
+the second, the rename itself can be lost."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +24,25 @@ def check_output(out: Path, *inputs: Path) -> None:
             raise InputError(f"{out}: output would overwrite the input")
 
 
+def sync_file(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """Makes a rename in the folder durable (POSIX; Windows has no folder handles to sync)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_output(out: Path):
     """Yields a temporary path next to `out`; renames it to `out` if the block succeeds."""
@@ -32,7 +54,9 @@ def atomic_output(out: Path):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; give the usual file mode
+        sync_file(tmp)
         os.replace(tmp, out)
+        sync_folder(parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

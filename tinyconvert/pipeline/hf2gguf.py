@@ -5,6 +5,7 @@ quantize type or mix (q4_k_m, ...) quantizes in the same pass, as llama.cpp's qu
 an f32 file of the same weights."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
 from tinyconvert.formats.vocab import add_vocab, load_vocab
 from tinyconvert.archs.config import RELU_ACTS, add_hparams, read_config
+from tinyconvert.archs.config_checks import check_against_records
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.general import add_general
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
@@ -98,6 +100,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else None)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
+    check_against_records(cfg, records)          # before predictors are looked for per layer
     if gptq_cfg is not None:
         if powerinfer is not None:
             raise InputError("a GPTQ checkpoint cannot be written as a PowerInfer file")
@@ -119,10 +122,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.qtype.nbytes(p.shape),
                                raw_dtype=p.qtype.ggml_id)     # T-MAC ids are not in gguf-py
     writer.add_type(gguf.GGUFType.MODEL)
-    predictor_params = sum(int(np.prod(p.shape)) for p in planned
+    predictor_params = sum(math.prod(p.shape) for p in planned
                            if p.name.endswith((".fc1.weight", ".fc2.weight")))
-    add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
-                predictor_params)
+    notes = add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
+                        predictor_params)
     add_hparams(writer, cfg)
     writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -142,12 +145,12 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
 
     n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
-    bytes_in = sum(int(np.prod(r.shape, dtype=np.int64)) * (4 if r.dtype == "F32" else 2)
+    bytes_in = sum(math.prod(r.shape) * (4 if r.dtype == "F32" else 2)
                    for r in records)
-    n_params = sum(int(np.prod(p.shape, dtype=np.int64)) for p in planned
+    n_params = sum(math.prod(p.shape) for p in planned
                    if not p.name.endswith(".scale"))
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
-                         fallbacks, list(vocab.notes), dict(Counter(p.qtype.name for p in planned)),
+                         fallbacks, notes + vocab.notes, dict(Counter(p.qtype.name for p in planned)),
                          bytes_in, n_params)
 
 

@@ -13,6 +13,7 @@ from tinyconvert.formats.records import TensorRecord, rows_and_len
 import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
+from tinyconvert.archs.config_checks import check_against_records, check_planned
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.quant import QuantType, get_qtype
@@ -105,6 +106,7 @@ def _tmac_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord) -> Pla
 
 
 def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) -> list[PlannedTensor]:
+    check_against_records(cfg, records)          # before a name map of n_layer layers is built
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     planned: list[PlannedTensor] = []
     had_output = any(r.name.endswith("lm_head.weight") for r in records)
@@ -125,6 +127,7 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
     # an output the family dropped on purpose (Mamba's, equal to the embeddings) is not missing
     dropped = had_output and not any(r.name.endswith("lm_head.weight") for r in records)
     _check_complete(cfg, planned, dropped)
+    check_planned(cfg, planned)
     return planned
 
 

@@ -59,6 +59,7 @@ class QuantizeResult:
     requantized: int = 0
     int8_group: int | None = None
     tmac: str | None = None                  # the T-MAC type asked for
+    notes: list[str] = field(default_factory=list)   # from the tokenizer files (HF inputs)
 
     @property
     def bpw(self) -> float:
@@ -169,7 +170,7 @@ def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int 
                       threads=threads)
         return QuantizeResult(res.path, str(res.source), target.mix, res.types, res.bytes_in,
                               res.n_bytes, res.n_params, res.seconds, res.fallbacks, 0,
-                              target.int8_group, target.tmac and target.tmac.name)
+                              target.int8_group, target.tmac and target.tmac.name, res.notes)
     return _quantize_gguf(Path(inp), out, target, threads, allow_requantize, quiet)
 
 

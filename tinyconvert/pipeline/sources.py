@@ -12,6 +12,7 @@ from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.archs.config import RELU_ACTS, ModelConfig, gguf_fields, read_config
 from tinyconvert.io.hub import resolve_model
+from tinyconvert.pipeline.gguf_checks import check_runnable
 from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
 from tinyconvert.runtime.activations import HF_ACTS
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
@@ -77,6 +78,7 @@ def gguf_source(path: Path) -> ModelSource:
     if not Path(path).is_file():
         raise InputError(f"{path}: no such GGUF file")
     w = GgufWeights(path)
+    check_runnable(Path(path), w.fields, w.tensors)
     try:
         hp = from_gguf_fields(w.fields, w.magic)
     except (KeyError, TypeError) as e:
