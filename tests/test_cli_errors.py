@@ -67,11 +67,11 @@ def test_missing_folder(tmp_path):
 def test_unsupported_architecture_lists_supported(good, tmp_path):
     model = copy_model(good, tmp_path)
     cfg = json.loads((model / "config.json").read_text())
-    cfg["architectures"] = ["GPT2LMHeadModel"]
+    cfg["architectures"] = ["BloomForCausalLM"]
     (model / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
     out.mkdir()
-    err = expect_error(model, out, "unsupported architecture GPT2LMHeadModel")
+    err = expect_error(model, out, "unsupported architecture BloomForCausalLM")
     assert "LlamaForCausalLM" in err and "Qwen3ForCausalLM" in err
 
 
