@@ -27,6 +27,24 @@ ARCHITECTURES: dict[str, Arch] = _registry()
 # Classes tinyconvert converts only for PowerInfer (their ReLU FFN is not what llama.cpp's
 # `llama` graph computes); the README's table lists them apart.
 POWERINFER_ONLY = ("SparseLlamaForCausalLM", "BambooForCausalLM")
+# Classes llama.cpp has no architecture for at all, but PowerInfer runs (its own `opt` graph).
+NO_LLAMACPP_ARCH = {"OPTForCausalLM": "OPT"}
+
+
+def refuse_no_llamacpp_arch(folder) -> None:
+    """A plain GGUF of a class llama.cpp has no architecture for would load nowhere."""
+    import json
+    from pathlib import Path
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return                       # read_config names what is wrong with it
+    for name in (config.get("architectures") or []) if isinstance(config, dict) else []:
+        if name in NO_LLAMACPP_ARCH:
+            raise InputError(f"{name}: llama.cpp has no {NO_LLAMACPP_ARCH[name]} architecture, "
+                             f"so a plain GGUF of it would run nowhere; PowerInfer runs it: "
+                             f"hf2gguf --powerinfer --predictor DIR")
 
 
 def arch_for(config: dict) -> tuple[str, Arch]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tinyconvert.archs import refuse_no_llamacpp_arch
 from tinyconvert.archs.base import gguf_arch_name
 from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
@@ -95,6 +96,8 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     out = Path(out)
     folder = resolve_model(model)
     check_output(out, folder)
+    if powerinfer is None:
+        refuse_no_llamacpp_arch(folder)
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else None)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
