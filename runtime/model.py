@@ -133,8 +133,14 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
         z = z * keep
     down = get(p + "ffn_down.weight")
     out = linear(z, down, get(p + "ffn_down.bias")) if down is not None \
-        else z @ get(p + "ffn_down_t.weight")
+        else linear_t(z, get(p + "ffn_down_t.weight"), get(p + "ffn_down_t.bias"))
     return out, active
+
+
+def linear_t(z: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """PowerInfer's transposed down projection ([n_ff, n_embd]), with OPT's bias."""
+    out = z @ w_t
+    return out + b if b is not None else out
 
 
 def predict(hp: Hparams, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
@@ -156,18 +162,28 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
         return ssm.block(hp, get, i, h, cache)
     p = f"blk.{i}."
     if is_parallel(hp, get, i):          # x + attn(n(x)) + mlp(n'(x)) (runtime.parallel)
+        # PowerInfer's Falcon predicts from the layer input, before any norm
+        keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
         return parallel_block(hp, get, i, h,
                               lambda x: attention(hp, get, i, x, cos, sin, cache, pos0),
-                              lambda x: ffn(hp, get, i, x, on_route=on_route)[0])
+                              lambda x: _observed(ffn(hp, get, i, x, keep, on_route), i, keep,
+                                                  observe))
     y = attention(hp, get, i, norm(hp, get, p + "attn_norm", h), cos, sin, cache, pos0)
     if hp.ffn_norm != "post_attention_norm":
         y = norm(hp, get, p + "post_attention_norm", y)
     h = h + _scaled(hp, y)
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route)
+    y = _observed(ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route), i, keep,
+                  observe)
+    return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
+
+
+def _observed(ffn_out: tuple, i: int, keep, observe) -> torch.Tensor:
+    """The FFN's output; a sparse run reports its predicted and truly active neurons."""
+    y, active = ffn_out
     if observe is not None and keep is not None:
         observe(i, keep, active)
-    return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
+    return y
 
 
 def _scaled(hp: Hparams, y: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,23 @@ transformers' own classes and SmolLM2's byte-level BPE tokenizer. OPT has no lla
 architecture, so a plain GGUF of it is refused."""
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tests.support import layernorm_models as lm
+from tests.support.compare import hf_logits
+from tests.test_layernorm_families import ids_of
 from tinyconvert.cli import app
+from tinyconvert.formats.gguf_file import read_gguf
+from tinyconvert.formats.predictor import Predictor, save_predictors
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.runtime.model import prefill_layers
 
 
 def cli(*args):
@@ -46,3 +58,134 @@ def test_dense_opt_is_refused_in_one_line(opt_model, tmp_path, flags):
     assert code == 2 and err.count("\n") == 1, err
     assert "no OPT architecture" in err and "--powerinfer" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def predictors(n_embd: int, n_ff: int, ranks=(8, 12), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [Predictor((rng.standard_normal((r, n_embd)) * 0.2).astype(np.float32),
+                      (rng.standard_normal((n_ff, r)) * 0.2).astype(np.float32)) for r in ranks]
+
+
+FALCON_FF = 256
+
+
+@pytest.fixture(scope="module")
+def falcon_model(tmp_path_factory, smollm2_hf):
+    """ReluFalcon-40B's layout: the new decoder architecture (ln_attn, ln_mlp), ReLU MLP."""
+    d = tmp_path_factory.mktemp("relufalcon")
+    lm.build(d, "falcon", smollm2_hf, activation="relu", new_decoder_architecture=True,
+             num_kv_heads=2, ffn_hidden_size=FALCON_FF)
+    save_predictors(d / "pred", predictors(64, FALCON_FF))
+    return d
+
+
+def test_falcon_tensor_set_and_keys(falcon_model, tmp_path):
+    out = tmp_path / "f.powerinfer.gguf"
+    code, _, err = cli("hf2gguf", falcon_model, "-o", out, "--powerinfer", "--predictor",
+                       falcon_model / "pred", "--sparse-threshold", "0.25", "--no-verify")
+    assert code == 0, err
+    f = read_gguf(out)
+    assert f.magic == b"PWRI" and f.value("general.architecture") == "falcon"
+    assert f.value("falcon.tensor_data_layout") == "jploski"
+    assert f.value("falcon.feed_forward_length") == FALCON_FF
+    assert abs(f.value("powerinfer.sparse_threshold") - 0.25) < 1e-7
+    t = {x.name: x for x in f.tensors}
+    per_layer = ("attn_norm.weight", "attn_norm.bias", "attn_norm_2.weight", "attn_norm_2.bias",
+                 "attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down_t.weight",
+                 "fc1.weight", "fc2.weight")
+    want = {"token_embd.weight", "output_norm.weight", "output_norm.bias"} | {
+        f"blk.{i}.{n}" for i in range(2) for n in per_layer}
+    assert set(t) == want                       # no gate, no ffn_down
+    for i, r in enumerate((8, 12)):
+        assert t[f"blk.{i}.ffn_down_t.weight"].ne == (64, FALCON_FF)
+        assert t[f"blk.{i}.ffn_up.weight"].ne == (64, FALCON_FF)
+        assert t[f"blk.{i}.fc1.weight"].ne == (64, r)
+        assert t[f"blk.{i}.fc2.weight"].ne == (r, FALCON_FF)
+        assert t[f"blk.{i}.ffn_down_t.weight"].ggml_type == 1
+    from safetensors.torch import load_file
+    down = load_file(falcon_model / "model.safetensors")[
+        "transformer.h.1.mlp.dense_4h_to_h.weight"]
+    got = f.tensor_bytes(t["blk.1.ffn_down_t.weight"]).view(np.float16).reshape(FALCON_FF, 64)
+    assert np.array_equal(got, down.T.contiguous().to(torch.float16).numpy())
+
+
+def sparse_dense_hf(model, out, ids):
+    """Logits of the PWRI file run sparsely, the same file run densely, and transformers."""
+    src = open_source(out)
+    assert src.hparams.act == "relu"
+    sparse = prefill_layers(src.hparams, src.get, ids)
+    dense = prefill_layers(replace(src.hparams, sparse_threshold=None), src.get, ids)
+    return sparse, dense, hf_logits(model, ids)
+
+
+def test_falcon_perfect_predictor_sparse_equals_dense_and_transformers(falcon_model, tmp_path):
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(falcon_model), out, outtype="f16", quiet=True,
+            powerinfer=falcon_model / "pred", sparse_threshold=-1e30)   # every neuron kept
+    ids = ids_of(falcon_model)
+    sparse, dense, ref = sparse_dense_hf(falcon_model, out, ids)
+    assert torch.equal(sparse, dense)
+    diff = np.abs(dense.double().numpy() - ref).max()
+    print("relufalcon f16 file vs transformers: max |dlogit|", diff)
+    assert diff < 0.05
+
+
+def test_falcon_skipping_neurons_changes_the_output(falcon_model, tmp_path):
+    """A threshold the random predictor misses neurons at: the sparse run differs from the
+    dense one (the predictor is in the path), and verify counts recall below 1."""
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(falcon_model), out, outtype="f16", quiet=True, powerinfer=falcon_model / "pred")
+    sparse, dense, _ = sparse_dense_hf(falcon_model, out, ids_of(falcon_model))
+    assert not torch.allclose(sparse, dense, atol=1e-3)
+    sp = verify_sparse(falcon_model, out, "--max-kld", "100")
+    assert 0 < sp["fraction_computed"] < 1 and sp["recall"] < 1
+    assert sp["kld_mean_from_skipping"] > 0
+
+
+def test_falcon_verify_reports_perfect_recall(falcon_model, tmp_path):
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(falcon_model), out, outtype="f16", quiet=True,
+            powerinfer=falcon_model / "pred", sparse_threshold=-1e30)
+    sp = verify_sparse(falcon_model, out)
+    assert sp["recall"] == 1.0 and sp["fraction_computed"] == 1.0
+    assert sp["kld_mean_from_skipping"] == 0.0
+
+
+def verify_sparse(model, out, *extra) -> dict:
+    code, stdout, err = cli("verify", model, out, "--json", "--tokens", "64", *extra)
+    assert code == 0, err
+    return json.loads(stdout.strip().splitlines()[-1])["sparse"]
+
+
+def test_falcon_attach_equals_hf2gguf_byte_for_byte(falcon_model, tmp_path):
+    dense = tmp_path / "dense.gguf"
+    code, _, err = cli("hf2gguf", falcon_model, "-o", dense, "--outtype", "f16", "--dense-relu",
+                       "--no-verify")
+    assert code == 0, err
+    code, _, err = cli("attach-predictor", dense, falcon_model / "pred", "-o", tmp_path / "a.gguf",
+                       "--sparse-threshold", "0.1")
+    assert code == 0, err
+    hf2gguf(str(falcon_model), tmp_path / "b.gguf", outtype="f16", quiet=True,
+            powerinfer=falcon_model / "pred", sparse_threshold=0.1)
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
+def test_falcon_predictor_reads_the_layer_input(falcon_model, tmp_path):
+    """The neurons kept in layer i are those whose score fc2(relu(fc1(x))) on the layer's input x
+    (before attn_norm; spec §1) reaches the threshold, computed here in numpy from the file."""
+    from tinyconvert.runtime.model import block, embed, rope_tables
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(falcon_model), out, outtype="f16", quiet=True, powerinfer=falcon_model / "pred",
+            sparse_threshold=0.05)
+    src = open_source(out)
+    hp, ids = src.hparams, ids_of(falcon_model)
+    h, seen = embed(hp, src.get, ids), {}
+    ropes = rope_tables(hp, src.get, 0, len(ids))
+    for i in range(hp.n_layer):
+        x = h.double().numpy()
+        fc1, fc2 = (src.get(f"blk.{i}.{n}.weight").double().numpy() for n in ("fc1", "fc2"))
+        want = np.maximum(x @ fc1.T, 0) @ fc2.T >= 0.05
+        h = block(hp, src.get, i, h, *ropes[i], observe=lambda j, keep, active:
+                  seen.update({j: keep.numpy()}))
+        assert 0.05 < want.mean() < 0.95
+        assert (seen[i] == want).mean() > 0.999, i      # fp32 vs fp64 at the threshold's edge
