@@ -218,10 +218,11 @@ def embed(hp: Hparams, get: Weights, ids: list[int], pos0: int = 0) -> torch.Ten
     if hp.embed_scale:
         h = h * torch.tensor(hp.embed_scale, dtype=h.dtype)
     if (pos := get("position_embd.weight")) is not None:
-        if pos0 + len(ids) > pos.shape[0]:
+        off = hp.pos_offset              # OPT's table starts two rows before position 0
+        if off + pos0 + len(ids) > pos.shape[0]:
             raise InputError(f"the text reaches position {pos0 + len(ids) - 1}, beyond the "
-                             f"model's {pos.shape[0]} learned positions (use fewer tokens)")
-        h = h + pos[pos0:pos0 + len(ids)]
+                             f"model's {pos.shape[0] - off} learned positions (use fewer tokens)")
+        h = h + pos[off + pos0:off + pos0 + len(ids)]
     return h
 
 

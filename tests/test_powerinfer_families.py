@@ -1,7 +1,16 @@
-"""PowerInfer's own sparse families beyond ReLU-LLaMA (shared/specs/powerinfer.md §1, §4.3):
-ReluFalcon (FalconForCausalLM with a ReLU MLP, no gate) and OPT, on tiny seeded checkpoints with
-transformers' own classes and SmolLM2's byte-level BPE tokenizer. OPT has no llama.cpp
-architecture, so a plain GGUF of it is refused."""
+"""PowerInfer's own sparse families beyond ReLU-LLaMA (shared/specs/powerinfer.md §1, §4.3, and
+PowerInfer's llama.cpp build_opt / falcon loaders): ReluFalcon (FalconForCausalLM, new decoder
+architecture, ReLU MLP, no gate) and OPT (OPTForCausalLM, ReLU), on tiny seeded checkpoints with
+transformers' own classes and SmolLM2's byte-level BPE tokenizer.
+
+- The PWRI file's exact tensor set, shapes and keys; ffn_down_t is the transposed down weight
+  (OPT: its bias renamed ffn_down_t.bias); attach-predictor equals hf2gguf --powerinfer (Falcon).
+- With a threshold below every score, the sparse run equals the dense run of the same file, and
+  that matches transformers (f16 weights); OPT's checkpoint itself matches it in fp32 (< 1e-3,
+  which needs the position offset of 2).
+- Falcon's predictor reads the layer input (before attn_norm); with a real threshold neurons are
+  skipped and the output changes; verify reports recall and what skipping costs.
+- OPT has no llama.cpp architecture: a plain GGUF of it is refused in one line."""
 from __future__ import annotations
 
 import json
@@ -189,3 +198,64 @@ def test_falcon_predictor_reads_the_layer_input(falcon_model, tmp_path):
                   seen.update({j: keep.numpy()}))
         assert 0.05 < want.mean() < 0.95
         assert (seen[i] == want).mean() > 0.999, i      # fp32 vs fp64 at the threshold's edge
+
+
+OPT_FF = 160
+
+
+@pytest.fixture(scope="module")
+def opt_pwri(opt_model, tmp_path_factory):
+    save_predictors(opt_model / "pred", predictors(64, OPT_FF, seed=1))
+    out = tmp_path_factory.mktemp("optp") / "opt.powerinfer.gguf"
+    code, _, err = cli("hf2gguf", opt_model, "-o", out, "--powerinfer", "--predictor",
+                       opt_model / "pred", "--sparse-threshold", "-1e30", "--no-verify")
+    assert code == 0, err
+    return out
+
+
+def test_opt_tensor_set_and_keys(opt_model, opt_pwri):
+    f = read_gguf(opt_pwri)
+    assert f.magic == b"PWRI" and f.value("general.architecture") == "opt"
+    assert f.value("opt.context_length") == 256 + 2 and f.value("opt.feed_forward_length") == OPT_FF
+    assert f.value("opt.embedding_length") == 64 and f.value("opt.attention.head_count") == 4
+    t = {x.name: x for x in f.tensors}
+    per_layer = [f"{n}.{wb}" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                       "ffn_norm", "ffn_up", "ffn_down_t") for wb in ("weight", "bias")]
+    want = {"token_embd.weight", "position_embd.weight", "output_norm.weight",
+            "output_norm.bias"} | {f"blk.{i}.{n}" for i in range(2)
+                                   for n in per_layer + ["fc1.weight", "fc2.weight"]}
+    assert set(t) == want                     # no output (tied), no gate, no ffn_down
+    assert t["position_embd.weight"].ne == (64, 256 + 2)
+    assert t["blk.0.ffn_down_t.weight"].ne == (64, OPT_FF) and t["blk.0.ffn_down_t.bias"].ne == (64,)
+    assert t["blk.0.ffn_up.bias"].ne == (OPT_FF,)
+    from safetensors.torch import load_file
+    hf = load_file(opt_model / "model.safetensors")
+    got = f.tensor_bytes(t["blk.1.ffn_down_t.weight"]).view(np.float16).reshape(OPT_FF, 64)
+    want_t = hf["model.decoder.layers.1.fc2.weight"].T.contiguous().to(torch.float16).numpy()
+    assert np.array_equal(got, want_t)
+    assert np.array_equal(f.tensor_bytes(t["blk.1.ffn_down_t.bias"]).view(np.float32),
+                          hf["model.decoder.layers.1.fc2.bias"].numpy())
+
+
+def test_opt_perfect_predictor_sparse_equals_dense_and_transformers(opt_model, opt_pwri):
+    ids = ids_of(opt_model)
+    sparse, dense, ref = sparse_dense_hf(opt_model, opt_pwri, ids)
+    assert torch.equal(sparse, dense)
+    diff = np.abs(dense.double().numpy() - ref).max()
+    print("opt f16 file vs transformers: max |dlogit|", diff)
+    assert diff < 0.05
+    src = open_source(opt_model)                     # the checkpoint itself, in fp32
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    print("opt checkpoint vs transformers: max |dlogit|", np.abs(ours - ref).max())
+    assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_opt_verify_reports_recall(opt_model, opt_pwri, tmp_path):
+    sp = verify_sparse(opt_model, opt_pwri)
+    assert sp["recall"] == 1.0 and sp["fraction_computed"] == 1.0
+    assert sp["kld_mean_from_skipping"] == 0.0
+    out = tmp_path / "p.gguf"
+    hf2gguf(str(opt_model), out, outtype="f16", quiet=True, powerinfer=opt_model / "pred")
+    sp = verify_sparse(opt_model, out, "--max-kld", "100")
+    assert 0 < sp["fraction_computed"] < 1 and sp["recall"] < 1
+    assert sp["kld_mean_from_skipping"] > 0

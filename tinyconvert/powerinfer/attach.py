@@ -1,9 +1,9 @@
 """attach-predictor: a dense ReLU GGUF of a family PowerInfer runs (ReLU-LLaMA, Bamboo,
-ReluFalcon; INVENTORIES), F16 or quantized, plus a predictor folder to a
-PowerInfer file. Tensors other than ffn_down are copied byte for byte; ffn_down is (dequantized
-and) transposed into F16 ffn_down_t; fc1/fc2 are added as F16; keys are copied, with
-powerinfer.sparse_threshold added when given. From a dense file that hf2gguf --dense-relu wrote,
-the result equals hf2gguf --powerinfer's byte for byte."""
+ReluFalcon: INVENTORIES; OPT has no dense GGUF, hf2gguf --powerinfer converts it), F16 or
+quantized, plus a predictor folder to a PowerInfer file. Tensors other than ffn_down are copied
+byte for byte; ffn_down is (dequantized and) transposed into F16 ffn_down_t; fc1/fc2 are added
+as F16; keys are copied, with powerinfer.sparse_threshold added when given. From a dense file
+that hf2gguf --dense-relu wrote, the result equals hf2gguf --powerinfer's byte for byte."""
 from __future__ import annotations
 
 import os
