@@ -25,8 +25,8 @@ from tinyconvert.runtime import mla, ssm
 from tinyconvert.runtime.activations import ffn_inner
 from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
-from tinyconvert.runtime.norms import norm, normed, rms_norm
-from tinyconvert.runtime.parallel import is_parallel, parallel_block
+from tinyconvert.runtime.norms import norm, normed
+from tinyconvert.runtime.parallel import ffn_input, is_parallel, parallel_block
 from tinyconvert.runtime.projections import gate_up, linear, qkv
 from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
 from tinyconvert.runtime.sinks import sink_attention
@@ -284,15 +284,19 @@ class Model:
 
 @torch.no_grad()
 def ffn_inputs(hp: Hparams, get: Weights, ids: list[int]):
-    """Runs the model densely and yields, per layer, (i, h, active): h [T, n_embd] the residual
-    entering the FFN (before ffn_norm: what PowerInfer's predictor sees) and active [T, n_ff] the
-    neurons whose activation is not zero (what a predictor should predict)."""
+    """Runs the model densely and yields, per layer, (i, x, active): x [T, n_embd] what
+    PowerInfer's predictor sees (the residual entering the FFN, before its norm; in a parallel
+    block, Falcon's, the layer input) and active [T, n_ff] the neurons whose activation is not
+    zero (what a predictor should predict)."""
     h = embed(hp, get, ids)
     ropes = rope_tables(hp, get, 0, len(ids))
     for i in range(hp.n_layer):
         p = f"blk.{i}."
-        h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
-                          *ropes[i], None, 0)
-        y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
+        if is_parallel(hp, get, i):
+            yield i, h, ffn(hp, get, i, ffn_input(hp, get, i, h))[1]
+            h = block(hp, get, i, h, *ropes[i])
+            continue
+        h = h + attention(hp, get, i, norm(hp, get, p + "attn_norm", h), *ropes[i], None, 0)
+        y, active = ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h))
         yield i, h, active
         h = h + y
