@@ -102,9 +102,12 @@ def test_falcon_tensor_set_and_keys(falcon_model, tmp_path):
     per_layer = ("attn_norm.weight", "attn_norm.bias", "attn_norm_2.weight", "attn_norm_2.bias",
                  "attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down_t.weight",
                  "fc1.weight", "fc2.weight")
-    want = {"token_embd.weight", "output_norm.weight", "output_norm.bias"} | {
+    want = {"token_embd.weight", "output_norm.weight", "output_norm.bias", "output.weight"} | {
         f"blk.{i}.{n}" for i in range(2) for n in per_layer}
     assert set(t) == want                       # no gate, no ffn_down
+    # tied, but PowerInfer's falcon loader requires output.weight: token_embd's copy
+    assert f.tensor_bytes(t["output.weight"]).tobytes() == \
+        f.tensor_bytes(t["token_embd.weight"]).tobytes()
     for i, r in enumerate((8, 12)):
         assert t[f"blk.{i}.ffn_down_t.weight"].ne == (64, FALCON_FF)
         assert t[f"blk.{i}.ffn_up.weight"].ne == (64, FALCON_FF)

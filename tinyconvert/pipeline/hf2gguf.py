@@ -62,12 +62,13 @@ def _plan(cfg, records, outtype: str, target):
 
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
     from tinyconvert.formats.predictor import load_predictors
-    from tinyconvert.powerinfer.pwri import to_powerinfer
+    from tinyconvert.powerinfer.pwri import to_powerinfer, with_output
     preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
+    arch = gguf_arch_name(cfg.arch)
     if outtype == "f16":
-        return to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16")
+        return with_output(to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16"), arch)
     from tinyconvert.pipeline.assign import Target, assign
-    base = to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32")
+    base = with_output(to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32"), arch)
     shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch),
                        cfg.n_expert)
     return assign(base, Target(outtype), shape)
@@ -122,10 +123,13 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.qtype.nbytes(p.shape),
                                raw_dtype=p.qtype.ggml_id)     # T-MAC ids are not in gguf-py
     writer.add_type(gguf.GGUFType.MODEL)
-    predictor_params = sum(int(np.prod(p.shape)) for p in planned
+    extra_params = sum(int(np.prod(p.shape)) for p in planned
                            if p.name.endswith((".fc1.weight", ".fc2.weight")))
+    if powerinfer is not None and cfg.tied:      # PowerInfer's copy of token_embd as output
+        extra_params += sum(int(np.prod(p.shape)) for p in planned
+                                if p.name == "output.weight")
     add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
-                predictor_params)
+                extra_params)
     add_hparams(writer, cfg)
     writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -17,7 +17,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.formats.predictor import load_predictors, predictor_threshold
-from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer
+from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
 from tinyconvert.pipeline.quantize import gguf_plan
 from tinyconvert.pipeline.stream import stream_tensors
 
@@ -92,7 +92,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
         planned, raw = gguf_plan(f, fd)
         kept = [p if re.search(r"\.ffn_down\.weight$", p.name)
                 else replace(p, read_rows=raw[p.name], src_dtype="RAW") for p in planned]
-        final = to_powerinfer(kept, preds, "f16")
+        final = with_output(to_powerinfer(kept, preds, "f16"), arch)
         entries = _entries(f, sparse_threshold)
         tensors = [OutTensor(p.name, tuple(reversed(p.shape)), p.qtype.ggml_id,
                              p.qtype.nbytes(p.shape)) for p in final]

@@ -70,6 +70,18 @@ def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor],
     return out
 
 
+# PowerInfer's sparse loader asks for output.weight in these architectures (llama.cpp's falcon
+# falls back to token_embd; PowerInfer's does not), so a tied model gets token_embd's copy.
+NEEDS_OUTPUT = ("falcon",)
+
+
+def with_output(planned: list[PlannedTensor], arch: str) -> list[PlannedTensor]:
+    if arch not in NEEDS_OUTPUT or any(p.name == "output.weight" for p in planned):
+        return planned
+    embd = next(p for p in planned if p.name == "token_embd.weight")
+    return planned + [dataclasses.replace(embd, name="output.weight")]
+
+
 def check_outtype(outtype: str) -> str:
     if outtype == "auto":
         return "f16"
@@ -84,4 +96,4 @@ def patch_magic(path) -> None:
         f.write(MAGIC)
 
 
-__all__ = ["to_powerinfer", "check_outtype", "patch_magic"]
+__all__ = ["to_powerinfer", "with_output", "check_outtype", "patch_magic"]
