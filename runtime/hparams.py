@@ -33,6 +33,7 @@ class Recipe:
     parallel: str = ""               # parallel attention + MLP: always | key (the
                                      # use_parallel_residual key) | no_ffn_norm (runtime.parallel)
     rope: bool = True                # False: no RoPE at all (GPT-2's learned positions)
+    pos_offset: int = 0              # rows of the position table before position 0 (OPT: 2)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -65,6 +66,7 @@ RECIPES: dict[str, Recipe] = {
     "phi2": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
     "stablelm": Recipe(neox=True, layer_norm=True, parallel="no_ffn_norm"),
     "falcon": Recipe(neox=True, act="gelu_tanh", layer_norm=True, parallel="always"),
+    "opt": Recipe(act="relu", layer_norm=True, rope=False, pos_offset=2),   # PowerInfer's only
 }
 # llama.cpp's llama_expert_gating_func_type (softmax_weight: softmax over the top-k logits only)
 GATING = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
@@ -117,6 +119,7 @@ class Hparams:
                                               # (empty: attention blocks)
     layer_norm: bool = False               # LayerNorm with bias (rms_eps is then its epsilon)
     parallel: str = ""                     # "", always, no_ffn_norm (runtime.parallel)
+    pos_offset: int = 0                    # learned positions: row of position 0 (OPT: 2)
 
     def has_rope(self, i: int) -> bool:
         return not (self.nope_layers and self.nope_layers[i])
@@ -158,6 +161,7 @@ def from_gguf_fields(fields: dict, magic: bytes = b"GGUF", *, n_vocab: int | Non
         rms_eps=get("attention.layer_norm_epsilon" if recipe.layer_norm
                     else "attention.layer_norm_rms_epsilon", 1e-5),
         layer_norm=recipe.layer_norm, parallel=_parallel(recipe, get),
+        pos_offset=recipe.pos_offset,
         rope_theta=theta, rope_dim=get("rope.dimension_count"),
         rope_attn_factor=get("rope.scaling.attn_factor", 1.0),
         n_ctx_orig=get("rope.scaling.original_context_length") or get("context_length"),

@@ -25,8 +25,8 @@ from tinyconvert.runtime import mla, ssm
 from tinyconvert.runtime.activations import ffn_inner
 from tinyconvert.runtime.hparams import Hparams
 from tinyconvert.runtime.moe import moe_ffn
-from tinyconvert.runtime.norms import norm, normed, rms_norm
-from tinyconvert.runtime.parallel import is_parallel, parallel_block
+from tinyconvert.runtime.norms import norm, normed
+from tinyconvert.runtime.parallel import ffn_input, is_parallel, parallel_block
 from tinyconvert.runtime.projections import gate_up, linear, qkv
 from tinyconvert.runtime.rope import apply_rope, pick_freq_factors, rope_cos_sin
 from tinyconvert.runtime.sinks import sink_attention
@@ -133,8 +133,14 @@ def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
         z = z * keep
     down = get(p + "ffn_down.weight")
     out = linear(z, down, get(p + "ffn_down.bias")) if down is not None \
-        else z @ get(p + "ffn_down_t.weight")
+        else linear_t(z, get(p + "ffn_down_t.weight"), get(p + "ffn_down_t.bias"))
     return out, active
+
+
+def linear_t(z: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """PowerInfer's transposed down projection ([n_ff, n_embd]), with OPT's bias."""
+    out = z @ w_t
+    return out + b if b is not None else out
 
 
 def predict(hp: Hparams, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
@@ -156,18 +162,28 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
         return ssm.block(hp, get, i, h, cache)
     p = f"blk.{i}."
     if is_parallel(hp, get, i):          # x + attn(n(x)) + mlp(n'(x)) (runtime.parallel)
+        # PowerInfer's Falcon predicts from the layer input, before any norm
+        keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
         return parallel_block(hp, get, i, h,
                               lambda x: attention(hp, get, i, x, cos, sin, cache, pos0),
-                              lambda x: ffn(hp, get, i, x, on_route=on_route)[0])
+                              lambda x: _observed(ffn(hp, get, i, x, keep, on_route), i, keep,
+                                                  observe))
     y = attention(hp, get, i, norm(hp, get, p + "attn_norm", h), cos, sin, cache, pos0)
     if hp.ffn_norm != "post_attention_norm":
         y = norm(hp, get, p + "post_attention_norm", y)
     h = h + _scaled(hp, y)
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y, active = ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route)
+    y = _observed(ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route), i, keep,
+                  observe)
+    return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
+
+
+def _observed(ffn_out: tuple, i: int, keep, observe) -> torch.Tensor:
+    """The FFN's output; a sparse run reports its predicted and truly active neurons."""
+    y, active = ffn_out
     if observe is not None and keep is not None:
         observe(i, keep, active)
-    return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
+    return y
 
 
 def _scaled(hp: Hparams, y: torch.Tensor) -> torch.Tensor:
@@ -202,10 +218,11 @@ def embed(hp: Hparams, get: Weights, ids: list[int], pos0: int = 0) -> torch.Ten
     if hp.embed_scale:
         h = h * torch.tensor(hp.embed_scale, dtype=h.dtype)
     if (pos := get("position_embd.weight")) is not None:
-        if pos0 + len(ids) > pos.shape[0]:
+        off = hp.pos_offset              # OPT's table starts two rows before position 0
+        if off + pos0 + len(ids) > pos.shape[0]:
             raise InputError(f"the text reaches position {pos0 + len(ids) - 1}, beyond the "
-                             f"model's {pos.shape[0]} learned positions (use fewer tokens)")
-        h = h + pos[pos0:pos0 + len(ids)]
+                             f"model's {pos.shape[0] - off} learned positions (use fewer tokens)")
+        h = h + pos[off + pos0:off + pos0 + len(ids)]
     return h
 
 
@@ -267,15 +284,19 @@ class Model:
 
 @torch.no_grad()
 def ffn_inputs(hp: Hparams, get: Weights, ids: list[int]):
-    """Runs the model densely and yields, per layer, (i, h, active): h [T, n_embd] the residual
-    entering the FFN (before ffn_norm: what PowerInfer's predictor sees) and active [T, n_ff] the
-    neurons whose activation is not zero (what a predictor should predict)."""
+    """Runs the model densely and yields, per layer, (i, x, active): x [T, n_embd] what
+    PowerInfer's predictor sees (the residual entering the FFN, before its norm; in a parallel
+    block, Falcon's, the layer input) and active [T, n_ff] the neurons whose activation is not
+    zero (what a predictor should predict)."""
     h = embed(hp, get, ids)
     ropes = rope_tables(hp, get, 0, len(ids))
     for i in range(hp.n_layer):
         p = f"blk.{i}."
-        h = h + attention(hp, get, i, rms_norm(h, get(p + "attn_norm.weight"), hp.rms_eps),
-                          *ropes[i], None, 0)
-        y, active = ffn(hp, get, i, rms_norm(h, get(p + "ffn_norm.weight"), hp.rms_eps))
+        if is_parallel(hp, get, i):
+            yield i, h, ffn(hp, get, i, ffn_input(hp, get, i, h))[1]
+            h = block(hp, get, i, h, *ropes[i])
+            continue
+        h = h + attention(hp, get, i, norm(hp, get, p + "attn_norm", h), *ropes[i], None, 0)
+        y, active = ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h))
         yield i, h, active
         h = h + y

@@ -29,8 +29,14 @@ def is_parallel(hp, get: Weights, i: int) -> bool:
 def parallel_block(hp, get: Weights, i: int, h: torch.Tensor, attention, ffn) -> torch.Tensor:
     """attention(x) and ffn(x): the block's sublayers on already normed [T, n_embd] inputs."""
     p = f"blk.{i}."
-    shared = norm(hp, get, p + "attn_norm", h)
     x_attn = norm(hp, get, p + "attn_norm_2", h) if get(p + "attn_norm_2.weight") is not None \
-        else shared
-    x_ffn = norm(hp, get, p + "ffn_norm", h) if get(p + "ffn_norm.weight") is not None else shared
-    return h + attention(x_attn) + ffn(x_ffn)
+        else norm(hp, get, p + "attn_norm", h)
+    return h + attention(x_attn) + ffn(ffn_input(hp, get, i, h))
+
+
+def ffn_input(hp, get: Weights, i: int, h: torch.Tensor) -> torch.Tensor:
+    """What the MLP of parallel block i reads: ffn_norm(h) where the layer has one, else
+    attn_norm(h)."""
+    p = f"blk.{i}."
+    name = p + "ffn_norm" if get(p + "ffn_norm.weight") is not None else p + "attn_norm"
+    return norm(hp, get, name, h)

@@ -4,12 +4,12 @@ and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
 from tinyconvert.archs import (deepseek, falcon, gemma, gpt2, gpt_oss, gptneox, granite, llama, mamba,
-                               moe, olmo, phi2, phi3, qwen, stablelm, starcoder2)
+                               moe, olmo, opt, phi2, phi3, qwen, stablelm, starcoder2)
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
 FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, gpt2,
-                  starcoder2, gptneox, phi2, stablelm, falcon, mamba)
+                  starcoder2, gptneox, phi2, stablelm, falcon, mamba, opt)
 
 
 def _registry() -> dict[str, Arch]:
@@ -26,7 +26,25 @@ def _registry() -> dict[str, Arch]:
 ARCHITECTURES: dict[str, Arch] = _registry()
 # Classes tinyconvert converts only for PowerInfer (their ReLU FFN is not what llama.cpp's
 # `llama` graph computes); the README's table lists them apart.
-POWERINFER_ONLY = ("SparseLlamaForCausalLM", "BambooForCausalLM")
+POWERINFER_ONLY = ("SparseLlamaForCausalLM", "BambooForCausalLM", "OPTForCausalLM")
+# Classes llama.cpp has no architecture for at all, but PowerInfer runs (its own `opt` graph).
+NO_LLAMACPP_ARCH = {"OPTForCausalLM": "OPT"}
+
+
+def refuse_no_llamacpp_arch(folder) -> None:
+    """A plain GGUF of a class llama.cpp has no architecture for would load nowhere."""
+    import json
+    from pathlib import Path
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return                       # read_config names what is wrong with it
+    for name in (config.get("architectures") or []) if isinstance(config, dict) else []:
+        if name in NO_LLAMACPP_ARCH:
+            raise InputError(f"{name}: llama.cpp has no {NO_LLAMACPP_ARCH[name]} architecture, "
+                             f"so a plain GGUF of it would run nowhere; PowerInfer runs it: "
+                             f"hf2gguf --powerinfer --predictor DIR")
 
 
 def arch_for(config: dict) -> tuple[str, Arch]:

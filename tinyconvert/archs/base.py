@@ -45,6 +45,8 @@ class Arch:
                                       # SSMs: no heads, padded vocab)
     reference: Callable | None = None   # reference(cfg, hparams) -> hparams: what transformers
                                         # computes that no GGUF key says (for the HF reference)
+    names: tuple[tuple[str, str], ...] = ()   # (regex, GGUF name) tried before gguf-py's table,
+                                      # for classes it has no table for (PowerInfer's OPT)
     common_keys: bool = True          # False: keys() writes every hparam key itself, as llama.cpp's
                                       # converter writes them for the family (the LayerNorm ones)
 
@@ -76,11 +78,15 @@ class NameMapper:
         self.table = gguf.get_tensor_name_map(arch.gguf_arch, n_layer)
         self.renames = [(re.compile(a), b) for a, b in arch.renames]
         self.skips = [re.compile(s) for s in arch.skip]
+        self.names = [(re.compile(a), b) for a, b in arch.names]
 
     def skipped(self, hf_name: str) -> bool:
         return hf_name.endswith(IGNORED_SUFFIXES) or any(s.search(hf_name) for s in self.skips)
 
     def gguf_name(self, hf_name: str) -> str:
+        for pattern, name in self.names:
+            if m := pattern.fullmatch(hf_name):
+                return m.expand(name)
         renamed = hf_name
         for pattern, repl in self.renames:
             renamed = pattern.sub(repl, renamed)

@@ -14,6 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tinyconvert.archs import refuse_no_llamacpp_arch
 from tinyconvert.archs.base import gguf_arch_name
 from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
@@ -63,12 +64,13 @@ def _plan(cfg, records, outtype: str, target):
 
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
     from tinyconvert.formats.predictor import load_predictors
-    from tinyconvert.powerinfer.pwri import to_powerinfer
+    from tinyconvert.powerinfer.pwri import to_powerinfer, with_output
     preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
+    arch = gguf_arch_name(cfg.arch)
     if outtype == "f16":
-        return to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16")
+        return with_output(to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16"), arch)
     from tinyconvert.pipeline.assign import Target, assign
-    base = to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32")
+    base = with_output(to_powerinfer(plan_tensors(cfg, records, "f32"), preds, "f32"), arch)
     shape = ModelShape(cfg.n_layer, cfg.n_head, cfg.n_kv_head, gguf_arch_name(cfg.arch),
                        cfg.n_expert)
     return assign(base, Target(outtype), shape)
@@ -97,6 +99,8 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     out = Path(out)
     folder = resolve_model(model)
     check_output(out, folder)
+    if powerinfer is None:
+        refuse_no_llamacpp_arch(folder)
     cfg = read_config(folder, acts=RELU_ACTS if powerinfer or dense_relu else None)
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
@@ -122,10 +126,12 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.qtype.nbytes(p.shape),
                                raw_dtype=p.qtype.ggml_id)     # T-MAC ids are not in gguf-py
     writer.add_type(gguf.GGUFType.MODEL)
-    predictor_params = sum(math.prod(p.shape) for p in planned
-                           if p.name.endswith((".fc1.weight", ".fc2.weight")))
+    extra_params = sum(math.prod(p.shape) for p in planned
+                       if p.name.endswith((".fc1.weight", ".fc2.weight")))
+    if powerinfer is not None and cfg.tied:      # PowerInfer's copy of token_embd as output
+        extra_params += sum(math.prod(p.shape) for p in planned if p.name == "output.weight")
     notes = add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
-                        predictor_params)
+                        extra_params)
     add_hparams(writer, cfg)
     writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -5,6 +5,7 @@ predictor added as blk.N.fc1 (rank x n_embd) and blk.N.fc2 (n_ff x rank); nothin
 assumes so); there is no BF16 in PowerInfer's ggml. See shared/specs/powerinfer.md."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import numpy as np
@@ -20,6 +21,8 @@ THRESHOLD_KEY = "powerinfer.sparse_threshold"
 ACT_KEY = "tinyconvert.ffn_act"          # dense ReLU files we write say what their FFN computes
 OUTTYPES = ("f16", "q4_0")
 DOWN = re.compile(r"^blk\.(\d+)\.ffn_down\.weight$")
+DOWN_BIAS = re.compile(r"^blk\.(\d+)\.ffn_down\.bias$")     # OPT's: renamed, as PowerInfer's
+                                                             # loader asks for ffn_down_t.bias
 
 
 def _transposed(p: PlannedTensor, out_type: str) -> PlannedTensor:
@@ -52,6 +55,8 @@ def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor],
         if m:
             seen.add(int(m.group(1)))
             out.append(_transposed(p, two_d_type))
+        elif DOWN_BIAS.match(p.name):
+            out.append(dataclasses.replace(p, name=p.name.replace(".ffn_down.", ".ffn_down_t.")))
         elif p.name == "rope_freqs.weight":
             raise InputError("PowerInfer files cannot hold rope_freqs (llama3 rope scaling)")
         else:
@@ -63,6 +68,18 @@ def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor],
         out.append(_predictor_tensor(f"blk.{i}.fc1.weight", pred.fc1, two_d_type))
         out.append(_predictor_tensor(f"blk.{i}.fc2.weight", pred.fc2, two_d_type))
     return out
+
+
+# PowerInfer's sparse loader asks for output.weight in these architectures (llama.cpp's falcon
+# falls back to token_embd; PowerInfer's does not), so a tied model gets token_embd's copy.
+NEEDS_OUTPUT = ("falcon",)
+
+
+def with_output(planned: list[PlannedTensor], arch: str) -> list[PlannedTensor]:
+    if arch not in NEEDS_OUTPUT or any(p.name == "output.weight" for p in planned):
+        return planned
+    embd = next(p for p in planned if p.name == "token_embd.weight")
+    return planned + [dataclasses.replace(embd, name="output.weight")]
 
 
 def check_outtype(outtype: str) -> str:
@@ -79,4 +96,4 @@ def patch_magic(path) -> None:
         f.write(MAGIC)
 
 
-__all__ = ["to_powerinfer", "check_outtype", "patch_magic"]
+__all__ = ["to_powerinfer", "with_output", "check_outtype", "patch_magic"]
