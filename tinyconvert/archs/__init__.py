@@ -40,8 +40,9 @@ def refuse_no_llamacpp_arch(folder) -> None:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return                       # read_config names what is wrong with it
-    for name in (config.get("architectures") or []) if isinstance(config, dict) else []:
-        if name in NO_LLAMACPP_ARCH:
+    names = config.get("architectures") if isinstance(config, dict) else None
+    for name in names if isinstance(names, list) else []:    # read_config checks the rest
+        if isinstance(name, str) and name in NO_LLAMACPP_ARCH:
             raise InputError(f"{name}: llama.cpp has no {NO_LLAMACPP_ARCH[name]} architecture, "
                              f"so a plain GGUF of it would run nowhere; PowerInfer runs it: "
                              f"hf2gguf --powerinfer --predictor DIR")
