@@ -82,11 +82,21 @@ def test_tied_mamba_converts_and_runs_like_transformers(tmp_path, smollm2_hf):
 
 @pytest.mark.parametrize("kind, padded", [("mamba", 49160), ("mamba2", 49168)])
 def test_vocab_padded_like_llamacpp(tmp_path, smollm2_hf, kind, padded):
-    """vocab_size 49155 (SmolLM2's 49152 tokens and 3 more rows): llama.cpp's converter pads
-    the token list to a multiple of 8 (Mamba) or 16 (Mamba2); the embeddings keep 49155 rows."""
-    build_ssm(tmp_path, smollm2_hf, kind, vocab_size=49155, sharpen=1.0)
+    """Released Mamba checkpoints have more embedding rows than tokenizer entries (vocab_size a
+    multiple of 8 for Mamba, 16 for Mamba2): the token list is padded to vocab_size exactly as
+    llama.cpp's converter pads it (SmolLM2's 49152 tokens to `padded`)."""
+    build_ssm(tmp_path, smollm2_hf, kind, vocab_size=padded, sharpen=1.0)
     fa, fb = converted_like_llamacpp(tmp_path, tmp_path, "f32")
     assert fa == fb and len(fa["tokenizer.ggml.tokens"]) == padded
+
+
+@pytest.mark.parametrize("kind", ["mamba", "mamba2"])
+def test_vocab_size_off_the_multiple_is_refused(tmp_path, smollm2_hf, kind):
+    """vocab_size 49155 with 49155 embedding rows: llama.cpp's converter rounds the token list up
+    to the multiple but keeps 49155 rows, a file llama.cpp's loader refuses (token_embd must
+    have one row per token); we refuse it in one line instead of writing it."""
+    build_ssm(tmp_path, smollm2_hf, kind, vocab_size=49155, sharpen=1.0)
+    refused(tmp_path, "vocab_size 491(60|68) differs from the token embedding's 49155 rows")
 
 
 @pytest.mark.parametrize("kind, kw, match", [
