@@ -25,6 +25,14 @@ GPT4O = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{CONTRACTIONS}?"
 TEKKEN = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
           r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 DIGIT, DIGITS = r"\p{N}", r"\p{N}+"
+# tokenizers' Punctuation step (behavior Contiguous) isolates runs of what Rust's is_punctuation
+# calls punctuation: Unicode P plus the ASCII symbols; llama.cpp's falcon regex says the same.
+PUNCT = r"[\p{P}\$\+<=>\^~\|`]+"
+DIGIT_TRIPLES = r"[0-9][0-9][0-9]"
+# DeepSeek-V3's three Split regexes, as its tokenizer.json writes them
+DS3 = (r"\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+       r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+       r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # (split regexes in order, ignore_merges) -> llama.cpp pre-tokenizer name.
 # "smollm" and "starcoder" split identically; they differ only in detokenizer space cleaning.
@@ -37,6 +45,8 @@ KNOWN: dict[tuple[tuple[str, ...], bool], str] = {
     ((QWEN35,), False): "qwen35",
     ((GPT4O,), False): "gpt-4o",
     ((TEKKEN,), True): "tekken",
+    ((PUNCT, GPT2, DIGITS, DIGIT_TRIPLES), False): "falcon",
+    (DS3, False): "deepseek-v3",
 }
 
 
@@ -72,6 +82,11 @@ def signature(tokenizer_json: dict) -> tuple[tuple[str, ...], bool, bool]:
                                  "equivalent")
             if step.get("use_regex", True):
                 regexes.append(GPT2)
+        elif kind == "Punctuation":
+            if step.get("behavior", "Isolated") != "Contiguous":
+                raise InputError(f"pre-tokenizer Punctuation with behavior="
+                                 f"{step.get('behavior')!r} has no llama.cpp equivalent")
+            regexes.append(PUNCT)
         elif kind == "Digits":
             regexes.append(DIGIT if step.get("individual_digits", False) else DIGITS)
         else:

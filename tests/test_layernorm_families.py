@@ -55,6 +55,9 @@ CASES = {
     "stablelm-2-12b": ("stablelm", dict(use_parallel_residual=True, qk_layernorm=True)),
     "falcon-7b": ("falcon", dict(multi_query=True)),
     "falcon-40b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2)),
+    # Falcon2-11B: the new decoder architecture with one LayerNorm feeding both branches
+    "falcon2-11b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2,
+                                   num_ln_in_parallel_attn=1)),
 }
 # config.json as the released checkpoints ship it, where llama.cpp's converter needs that
 SHIPPED = {
@@ -76,6 +79,19 @@ NO_CONVERTER = {
 CONVERTS = sorted(set(CASES) - set(NO_CONVERTER))
 # bf16 too where a transform reads the rows (transpose, qkv regrouping, stacked norms)
 BF16 = [c for c in ("gpt2", "gptneox", "falcon-40b") if c in CASES]
+# config.json as the first, remote-code releases ship it (RWForCausalLM for Falcon 7B/40B,
+# StableLMEpochForCausalLM for StableLM 2 1.6B): other class, model_type and key names
+_RW = {"architectures": ["RWForCausalLM"], "num_attention_heads": None, "n_head": 4,
+       "num_hidden_layers": None, "n_layer": 2, "num_kv_heads": None,
+       "new_decoder_architecture": None, "rope_parameters": None, "max_position_embeddings": None}
+REMOTE_CODE = {
+    "falcon-7b": dict(_RW, model_type="RefinedWebModel"),
+    "falcon-40b": dict(_RW, model_type="RefinedWeb", n_head_kv=2),
+    "stablelm-2-1.6b": {"architectures": ["StableLMEpochForCausalLM"],
+                        "model_type": "stablelm_epoch", "rope_parameters": None,
+                        "rope_theta": 10000, "rope_pct": 0.25, "layer_norm_eps": None,
+                        "norm_eps": 1e-5},
+}
 # the config key naming the activation, and its value for llama.cpp's (tanh) GELU
 ACT_KEY = {"gpt2": "activation_function", "falcon": "activation"}
 SILU = ("stablelm",)
@@ -171,6 +187,20 @@ def test_transformers5_config_converts_as_the_shipped_one(ln_model, tmp_path):
     assert ta == tb and fa == fb
     with pytest.raises(subprocess.CalledProcessError):
         run_converter(folder, tmp_path / "theirs.gguf", "f16", raw_config=raw)
+
+
+@pytest.mark.parametrize("ln_model", sorted(REMOTE_CODE), indirect=True)
+def test_remote_code_releases_convert_as_the_transformers_class(ln_model, tmp_path):
+    """The remote-code config converts to the same file as transformers' own config, and to
+    llama.cpp's converter's bytes and keys (which registers these class names too)."""
+    name, family, folder, shipped, raw = ln_model
+    remote = variant(folder, "remote", **REMOTE_CODE[name])
+    hf2gguf(str(folder), tmp_path / "a.gguf", outtype="f16", quiet=True)
+    hf2gguf(str(remote), tmp_path / "b.gguf", outtype="f16", quiet=True)
+    (ta, fa), (tb, fb) = (read_gguf_contents(tmp_path / f) for f in ("a.gguf", "b.gguf"))
+    assert ta == tb and fa == fb
+    fa, fb = converted_like_llamacpp(remote, tmp_path, "f16", raw_config=True)
+    assert fa == fb
 
 
 @pytest.mark.parametrize("ln_model", sorted(NO_CONVERTER), indirect=True)

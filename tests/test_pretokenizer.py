@@ -24,7 +24,7 @@ TEXTS = (PROBE, tiny.CORPUS[2], tiny.CORPUS[6], tiny.CORPUS[7], "HelloWorld Came
 
 
 @pytest.mark.parametrize("kind", ["gpt-2", "smollm", "llama-bpe", "smaug-bpe", "qwen2", "qwen35",
-                                  "gpt-4o", "tekken"])
+                                  "gpt-4o", "tekken", "falcon", "deepseek-v3"])
 def test_llamacpp_splits_like_hf(tmp_path, kind):
     from transformers import AutoTokenizer
     steps, ignore = bpe(kind)

@@ -24,6 +24,13 @@ def bpe(kind: str):
     if kind == "smollm":
         return [p.Digits(individual_digits=True),
                 p.ByteLevel(add_prefix_space=False, use_regex=True)], False
+    if kind == "falcon":  # tiiuae/falcon-7b's steps
+        return [p.Punctuation(behavior="contiguous"),
+                p.ByteLevel(add_prefix_space=False, use_regex=True),
+                p.Digits(individual_digits=False),
+                p.Split(Regex(pt.DIGIT_TRIPLES), behavior="isolated")], False
+    if kind == "deepseek-v3":
+        return [*(p.Split(Regex(r), behavior="isolated") for r in pt.DS3), byte_level], False
     regex = {"llama-bpe": pt.LLAMA3, "qwen2": pt.QWEN2, "qwen35": pt.QWEN35, "gpt-4o": pt.GPT4O,
              "tekken": pt.TEKKEN, "smaug-bpe": pt.LLAMA3}[kind]
     ignore = kind in ("llama-bpe", "tekken")

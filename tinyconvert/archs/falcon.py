@@ -22,12 +22,15 @@ from tinyconvert.archs.layernorm import GELU, eps, filled, no_rope_scaling, refu
 from tinyconvert.archs.transforms import reordered
 
 LAYER = ("attn_norm", "attn_qkv", "attn_output", "ffn_up", "ffn_down")
+# The original remote-code releases (RWForCausalLM) name their keys n_head, n_layer and n_head_kv;
+# model_type "RefinedWeb" (40B/180B) is the new decoder architecture, "RefinedWebModel" (7B) not.
+NEW_DECODER_RW = "RefinedWeb"
 CONTEXT = 2048           # what llama.cpp's converter writes (Falcon configs used to lack it)
 
 
 def kv_heads(raw: dict) -> int:
     n_head = raw.get("num_attention_heads") or raw.get("n_head")
-    if raw.get("new_decoder_architecture"):
+    if raw.get("new_decoder_architecture") or raw.get("model_type") == NEW_DECODER_RW:
         return raw.get("num_kv_heads") or raw.get("n_head_kv") or n_head
     return 1 if raw.get("multi_query", True) else n_head
 
@@ -73,7 +76,7 @@ def falcon_records(c, records):
 
 
 FAMILIES = [
-    Arch(("FalconForCausalLM",), gguf.MODEL_ARCH.FALCON, acts=GELU, act_key="activation",
+    Arch(("FalconForCausalLM", "RWForCausalLM"), gguf.MODEL_ARCH.FALCON, acts=GELU, act_key="activation",
          layer_tensors=LAYER, prepare=falcon_config, common_keys=False, keys=falcon_keys,
          records=falcon_records),
 ]

@@ -5,7 +5,11 @@ q/k/v biases; the 12B has parallel attention + MLP on one norm and a LayerNorm p
 The per-head norms are one tensor per head in the checkpoint
 (self_attn.q_layernorm.norms.{h}.weight); llama.cpp wants them stacked to [n_head, head_dim]
 (and [n_kv_head, head_dim] for k). Its graph runs a block in parallel exactly when the layer has
-no ffn_norm, which is how transformers builds the parallel model (no post_attention_layernorm)."""
+no ffn_norm, which is how transformers builds the parallel model (no post_attention_layernorm).
+
+StableLMEpochForCausalLM is the remote-code class of the first releases (stablelm-3b-4e1t, the
+first stablelm-2-1_6b): the same tensors, with rope_pct and norm_eps for partial_rotary_factor and
+layer_norm_eps."""
 from __future__ import annotations
 
 import re
@@ -61,6 +65,7 @@ def stablelm_records(c, records):
 
 
 FAMILIES = [
-    Arch(("StableLmForCausalLM",), gguf.MODEL_ARCH.STABLELM, layer_tensors=stablelm_layer,
+    Arch(("StableLmForCausalLM", "StableLMEpochForCausalLM"), gguf.MODEL_ARCH.STABLELM,
+         layer_tensors=stablelm_layer,
          common_keys=False, keys=stablelm_keys, records=stablelm_records),
 ]
