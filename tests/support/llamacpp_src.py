@@ -54,29 +54,28 @@ def vocab_files(dest: Path, cache: Path = DEFAULT_CACHE) -> Path:
     return dest / "models"
 
 
-# llama.cpp's converter reads config.json through transformers' AutoConfig, falling back to the
-# raw file when that fails; this makes it fail, so the converter sees the file as written
-RAW_CONFIG = ("import os, runpy, sys, transformers\n"
-              "def refuse(*a, **k): raise ValueError('config.json read as written')\n"
-              "transformers.AutoConfig.from_pretrained = refuse\n"
-              "sys.argv = sys.argv[1:]\n"
-              "sys.path.insert(0, os.path.dirname(sys.argv[0]))\n"
-              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+_SERVER = None
 
 
 def run_converter(model: Path, out: Path, outtype: str, cache: Path = DEFAULT_CACHE, *,
-                  raw_config: bool = False):
-    """Runs llama.cpp's convert_hf_to_gguf.py with its own gguf-py; returns the finished process.
+                  raw_config: bool = False) -> subprocess.CompletedProcess:
+    """Runs llama.cpp's convert_hf_to_gguf.py with its own gguf-py (in a child of a server that
+    imported it once: converter_server); returns the finished run, or raises CalledProcessError
+    with its stderr.
     raw_config: the converter reads config.json itself instead of through transformers (whose
-    version 5 renames keys the converter still reads, such as GPT-NeoX's rotary_pct)."""
-    import os
-    root = llamacpp_dir(cache)
-    env = dict(os.environ, PYTHONPATH=str(root / "gguf-py"))
-    script = [str(root / "convert_hf_to_gguf.py"), str(model), "--outfile", str(out),
-              "--outtype", outtype]
-    prefix = ["-c", RAW_CONFIG] if raw_config else []
-    return subprocess.run([sys.executable, *prefix, *script], env=env, capture_output=True,
-                          text=True, check=True)
+    version 5 renames keys the converter still reads, such as GPT-NeoX's rotary_pct): its
+    AutoConfig call is made to fail, and it falls back to the raw file."""
+    global _SERVER
+    from tests.support.converter_server import ConverterServer
+    if _SERVER is None or not _SERVER.alive():
+        _SERVER = ConverterServer(llamacpp_dir(cache))
+    argv = [str(model), "--outfile", str(out), "--outtype", outtype]
+    rc, stdout, stderr = _SERVER.run(argv, raw_config=raw_config,
+                                     logs=out.with_name(out.name + ".converter"))
+    cmd = ["convert_hf_to_gguf.py", *argv]
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, cmd, stdout, stderr)
+    return subprocess.CompletedProcess(cmd, rc, stdout, stderr)
 
 
 if __name__ == "__main__":
