@@ -76,4 +76,20 @@ def dequantize(data: np.ndarray) -> np.ndarray:
         return (KVALUES[q] * d).reshape(n_rows, -1)
 
 
+def from_ocp(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The OCP / OpenAI packing to ggml blocks, losslessly (only bits move).
+
+    blocks u8 [..., nb, 16]: byte i holds weight 2i in its low nibble and 2i+1 in its high one
+    scales u8 [..., nb]:     the E8M0 exponent of each block, the same byte ggml stores
+    -> u8 [..., nb * 17]:    | e | qs[16]: weight j low, weight j+16 high |
+
+    The nibble codes mean the same E2M1 values on both sides, so they are moved, not mapped."""
+    if blocks.shape[-1] != QK // 2 or blocks.shape[:-1] != scales.shape:
+        raise ValueError(f"MXFP4 blocks {blocks.shape} do not go with scales {scales.shape}")
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*scales.shape, QK)
+    qs = codes[..., :16] | (codes[..., 16:] << 4)
+    out = np.concatenate([scales[..., None], qs], axis=-1)                # [..., nb, 17]
+    return out.reshape(*scales.shape[:-1], -1)
+
+
 MXFP4 = register(QuantType("mxfp4", 39, QK, BLOCK_BYTES, quantize, dequantize))

@@ -40,7 +40,12 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
     for name in sorted(by_name, key=llama_order):
         p = by_name[name]
         new, wanted = types[name]
-        if new == p.qtype.name and raw_readers and name in raw_readers:
+        if new == p.qtype.name and p.src_dtype == "RAW":     # carried-over bytes, kept
+            out.append(p)
+        elif p.src_dtype == "RAW":                         # carried-over bytes, requantized
+            out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted, src_dtype="F32",
+                               read_rows=lambda r0, r1, p=p: p.qtype.dequantize(p.read_rows(r0, r1))))
+        elif new == p.qtype.name and raw_readers and name in raw_readers:
             out.append(replace(p, read_rows=raw_readers[name], src_dtype="RAW"))
         else:
             out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted))
