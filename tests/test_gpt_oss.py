@@ -90,7 +90,7 @@ def wide_f32(tmp_path_factory, smollm2_hf):
     return folder
 
 
-@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m"])
+@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m", "q3_k_m", "q2_k"])
 def test_mixes_match_llamacpp(wide_f32, tmp_path, mix):
     quantized_like_llamacpp(wide_f32 / "f32.gguf", tmp_path, mix)
 
