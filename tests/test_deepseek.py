@@ -199,3 +199,25 @@ def test_verify_with_transformers_reference(ds_model):
     """verify's transformers reference (independent of our architecture table) passes the f32 file."""
     name, folder = ds_model
     verified_with_transformers_reference(folder, folder / "ours-f32.gguf")
+
+
+@pytest.mark.parametrize("ds_model", ["v3"], indirect=True)
+def test_v3_f16_verifies_and_a_wrong_routed_scale_does_not(ds_model, tmp_path):
+    """verify's default path on an f16 V3 file: f16 rounding can flip a sigmoid router's choice
+    on a token (which f16's usual bar would call broken); the reference quantized at the file's
+    own types flips the same way, so the file passes. The same file with llama.cpp told a
+    routed scale of 1.0 instead of 2.5 fails."""
+    from tinyconvert.checks.verify import verify
+    from tinyconvert.edit.metaedit import apply_edits, make_set
+    from tinyconvert.formats.gguf_file import read_gguf
+    name, folder = ds_model
+    f16 = tmp_path / "f16.gguf"
+    hf2gguf(str(folder), f16, outtype="f16", quiet=True)
+    report = verify(str(folder), f16)
+    print(report.summary_line(), report.stats)
+    assert report.passed, report.summary_line()
+    edit = make_set(read_gguf(f16), "deepseek2.expert_weights_scale", "1.0")
+    apply_edits(f16, [edit], tmp_path / "scale1.gguf")
+    broken = verify(str(folder), tmp_path / "scale1.gguf", tokens=128)
+    print(broken.summary_line())
+    assert not broken.passed
