@@ -145,3 +145,15 @@ def test_blocks_of_the_wrong_shape_are_refused(tmp_path, smollm2_hf):
     t[name] = np.ascontiguousarray(t[name][..., :8])
     save_file(t, tmp_path / "model.safetensors")
     refused(tmp_path, "do not form")
+
+
+def test_tmac_target_takes_the_decoded_experts(model, tmp_path):
+    """T-MAC packs 2-D matrices only: the 3-D experts stay float, decoded exactly."""
+    from tinyconvert.runtime.weights import dequantize
+    hf2gguf(str(model), tmp_path / "tmac.gguf", outtype="tmac_w4g64_1", quiet=True)
+    ours, mx = read_gguf(tmp_path / "tmac.gguf"), read_gguf(model / "f32.gguf")
+    by_name = {t.name: t for t in mx.tensors}
+    exps = [t for t in ours.tensors if t.name.endswith("_exps.weight")]
+    assert len(exps) == 6 and {ours.type_name(t.ggml_type) for t in exps} == {"F32"}
+    for t in exps:
+        assert np.array_equal(dequantize(ours, t), dequantize(mx, by_name[t.name])), t.name
