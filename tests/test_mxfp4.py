@@ -157,3 +157,17 @@ def test_upstream_mxfp4_file_requantizes_as_llama_quantize(gpt_oss, tmp_path):
     llamacpp_quantize(src, tmp_path / "theirs.gguf", 7, allow_requantize=True)
     quantize(src, tmp_path / "ours.gguf", qtype="q8_0", allow_requantize=True, quiet=True)
     same_file_contents(tmp_path / "ours.gguf", tmp_path / "theirs.gguf")
+
+
+def test_cli_quantize_mxfp4_moe(gpt_oss, tmp_path):
+    """`quantize --type mxfp4_moe --json` through the CLI; `--type mxfp4` alone is no mix
+    (llama-quantize has none either) and is refused in one line naming the valid ones."""
+    out = tmp_path / "cli.gguf"
+    res = CliRunner().invoke(app, ["quantize", str(gpt_oss / "f32.gguf"), "-o", str(out),
+                                   "--type", "mxfp4_moe", "--no-verify", "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["types"]["mxfp4"] == 6 and result["mix"] == "mxfp4_moe", result
+    bad = CliRunner().invoke(app, ["quantize", str(gpt_oss / "f32.gguf"), "-o",
+                                   str(tmp_path / "x.gguf"), "--type", "mxfp4", "--no-verify"])
+    assert bad.exit_code == 2 and "mxfp4_moe" in bad.stderr and not (tmp_path / "x.gguf").exists()
