@@ -43,9 +43,11 @@ def read_config(qc: dict) -> GptqConfig | None:
     if not isinstance(qc, dict) or not qc:
         return None
     method = str(qc.get("quant_method", "")).lower()
+    if method == "mxfp4":         # gpt-oss's experts: its records hook carries them over
+        return None
     if method != "gptq":
         raise InputError(f"quantization_config.quant_method {method!r} is not supported (only "
-                         f"gptq checkpoints, or unquantized ones)")
+                         f"gptq checkpoints, gpt-oss's mxfp4, or unquantized ones)")
     bits, group = qc.get("bits"), qc.get("group_size")
     if bits not in (2, 4) or group not in (64, 128):
         raise InputError(f"GPTQ with bits={bits} group_size={group} has no T-MAC type; supported: "

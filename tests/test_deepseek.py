@@ -143,7 +143,41 @@ def test_mixes_match_llamacpp(ds_f32, tmp_path, mix):
     quantized_like_llamacpp(ds_f32 / "f32.gguf", tmp_path, mix)
 
 
+def yarn(mscale, all_dim) -> dict:
+    """YaRN over an original context of 32 (the test text is ~70 tokens), released configs'
+    betas; mscale / mscale_all_dim None leaves the key out."""
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+            "beta_fast": 32.0, "beta_slow": 1.0, "rope_theta": 10000.0}
+    return rope | {k: v for k, v in (("mscale", mscale), ("mscale_all_dim", all_dim)) if v}
+
+
+# the released pairs: V2 / V2-Lite 0.707 / 0.707 (llama.cpp's special case), V3 1.0 / 1.0;
+# seeds picked for a route margin over 1e-3 with YaRN on
+YARN_CASES = {"v2": (0.707, 2), "v3": (1.0, 5)}
+
+
+@pytest.mark.parametrize("name", sorted(YARN_CASES))
+def test_yarn_as_released_matches_transformers(tmp_path, smollm2_hf, name, monkeypatch):
+    m, seed = YARN_CASES[name]
+    build_deepseek(tmp_path, smollm2_hf, name, rope=yarn(m, m), max_position_embeddings=128,
+                   seed=seed)
+    hf2gguf(str(tmp_path), tmp_path / "f32.gguf", outtype="f32", quiet=True)
+    ids = ids_of(tmp_path)
+    assert len(ids) > 2 * 32                                     # past the original context
+    ref = hf_logits(tmp_path, ids)
+    src = open_source(tmp_path / "f32.gguf")
+    assert src.hparams.mla["yarn_log_mul"] == pytest.approx(m)
+    assert route_margin(src, ids, monkeypatch) > 1e-3, "routing too close to call"
+    assert np.abs(prefill_layers(src.hparams, src.get, ids).double().numpy() - ref).max() < 1e-3
+    stats = kld_stats(ref, llamacpp_logits(tmp_path / "f32.gguf", ids))
+    print(name, stats)
+    assert stats["kld_mean"] < 1e-5, stats
+
+
 @pytest.mark.parametrize("name, over, match", [
+    ("v3", dict(rope=yarn(1.0, 0.707), max_position_embeddings=128), "mscale=1.0 and "
+     "mscale_all_dim=0.707"),
+    ("v2", dict(rope=yarn(0.707, None), max_position_embeddings=128), "mscale_all_dim=None"),
     ("v2", dict(norm_topk_prob=True), "norm_topk_prob=True"),
     ("v2", dict(n_group=4, topk_group=2, topk_method="group_limited_greedy"), "expert groups"),
     ("v3", dict(scoring_func="softmax"), "scoring_func"),
@@ -165,3 +199,26 @@ def test_verify_with_transformers_reference(ds_model):
     """verify's transformers reference (independent of our architecture table) passes the f32 file."""
     name, folder = ds_model
     verified_with_transformers_reference(folder, folder / "ours-f32.gguf")
+
+
+@pytest.mark.parametrize("ds_model", ["v3"], indirect=True)
+def test_v3_f16_verifies_and_a_wrong_routed_scale_does_not(ds_model, tmp_path):
+    """verify's default path on an f16 V3 file: f16 rounding can flip a sigmoid router's choice
+    on a token (which f16's usual bar would call broken); the reference quantized at the file's
+    own types flips the same way, so the file passes. The same file with llama.cpp told a
+    routed scale of 1.0 instead of 2.5 fails."""
+    from tinyconvert.checks.verify import verify
+    from tinyconvert.edit.metaedit import apply_edits, make_set
+    from tinyconvert.formats.gguf_file import read_gguf
+    name, folder = ds_model
+    f16 = tmp_path / "f16.gguf"
+    hf2gguf(str(folder), f16, outtype="f16", quiet=True)
+    report = verify(str(folder), f16, tokens=128)
+    print(report.summary_line(), report.stats)
+    assert report.stats["kld_mean"] > 100 * 3.1e-6      # the premise: a route did flip, far
+    assert report.passed, report.summary_line()        # above f16's usual cost
+    edit = make_set(read_gguf(f16), "deepseek2.expert_weights_scale", "1.0")
+    apply_edits(f16, [edit], tmp_path / "scale1.gguf")
+    broken = verify(str(folder), tmp_path / "scale1.gguf", tokens=128)
+    print(broken.summary_line())
+    assert not broken.passed

@@ -90,16 +90,27 @@ def wide_f32(tmp_path_factory, smollm2_hf):
     return folder
 
 
-@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m"])
+@pytest.mark.parametrize("mix", ["q8_0", "q4_k_m", "q3_k_m", "q2_k"])
 def test_mixes_match_llamacpp(wide_f32, tmp_path, mix):
     quantized_like_llamacpp(wide_f32 / "f32.gguf", tmp_path, mix)
 
 
-def test_untruncated_yarn_reference_is_transformers_and_gguf_is_llamacpp(tmp_path, smollm2_hf):
+def test_untruncated_yarn_reference_is_transformers_and_gguf_is_llamacpp(tmp_path, smollm2_hf,
+                                                                       model):
     """truncate=false: the HF reference follows transformers, the GGUF (no key can say it)
-    follows llama.cpp, and the two differ visibly at this small original context."""
+    follows llama.cpp, and the two differ visibly at this small original context; the
+    conversion says so in a warning (CLI: stderr), and a truncated config gets none."""
+    from typer.testing import CliRunner
+
+    from tinyconvert.cli import app
     make(tmp_path, smollm2_hf, rope=yarn(False))
-    hf2gguf(str(tmp_path), tmp_path / "f32.gguf", outtype="f32", quiet=True)
+    res = CliRunner().invoke(app, ["hf2gguf", str(tmp_path), "-o", str(tmp_path / "f32.gguf"),
+                                   "--outtype", "f32", "--no-verify", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "warning: config.json's YaRN has truncate=false" in res.stderr
+    assert "llama.cpp always rounds it" in res.stderr
+    truncated = hf2gguf(str(model), tmp_path / "t.gguf", outtype="f32", quiet=True)
+    assert not any("truncate" in n for n in truncated.notes)
     ids = ids_of(tmp_path)
     ref, theirs = hf_logits(tmp_path, ids), llamacpp_logits(tmp_path / "f32.gguf", ids)
     hf_src, gguf_src = open_source(tmp_path), open_source(tmp_path / "f32.gguf")

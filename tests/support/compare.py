@@ -54,7 +54,7 @@ def kld_stats(ref: np.ndarray, cand: np.ndarray) -> dict:
 
 
 def llamacpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False,
-                      threads: int = 2) -> None:
+                      threads: int = 2, allow_requantize: bool = False) -> None:
     """llama.cpp's own quantizer (llama_model_quantize) on a GGUF file. ftype is llama.cpp's
     LlamaFileType number (7 q8_0, 2 q4_0, 15 q4_k_m, ...)."""
     import ctypes
@@ -64,6 +64,7 @@ def llamacpp_quantize(src: Path, dst: Path, ftype: int, *, pure: bool = False,
     params.ftype = ftype
     params.nthread = threads
     params.pure = pure
+    params.allow_requantize = allow_requantize
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
                                         ctypes.byref(params))
     if rc != 0:

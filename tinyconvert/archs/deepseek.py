@@ -20,6 +20,7 @@ import gguf
 import numpy as np
 
 from tinyconvert.archs.base import Arch
+from tinyconvert.archs.yarn_checks import check_deepseek_yarn
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 
@@ -81,6 +82,7 @@ def _check_routing(c, gating: str) -> None:
     if r.get("moe_layer_freq", 1) != 1:
         raise InputError("config.json has moe_layer_freq != 1; llama.cpp's deepseek2 puts "
                          "experts in every layer after first_k_dense_replace")
+    check_deepseek_yarn(c)
     if r.get("rope_interleave") is False:
         raise InputError("config.json has rope_interleave=false (rotate-half rope); llama.cpp's "
                          "deepseek2 rotates interleaved pairs of the unpermuted weights")

@@ -1,7 +1,7 @@
-"""gpt-oss (llama.cpp's `gpt-oss`) from float checkpoints: attention with biases and per-head
+"""gpt-oss (llama.cpp's `gpt-oss`): attention with biases and per-head
 sinks, sliding-window attention on even layers, YaRN rope, and a mixture of experts with a biased
-router, biased experts and the clamped `swiglu_oai` activation. The original MXFP4 checkpoints
-(`*_blocks` / `*_scales`) are not handled here.
+router, biased experts and the clamped `swiglu_oai` activation. OpenAI's own MXFP4
+checkpoints (`*_blocks` / `*_scales`) are carried over unchanged by gpt_oss_mxfp4.py.
 
 transformers keeps the experts fused and transposed, unlike Qwen's fused layout:
   gate_up_proj       [E, n_embd, 2*ff]  column 2j is gate unit j, column 2j+1 up unit j
@@ -21,6 +21,7 @@ import gguf
 import numpy as np
 
 from tinyconvert.archs.base import Arch
+from tinyconvert.archs.gpt_oss_mxfp4 import mxfp4_records
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 
@@ -102,7 +103,7 @@ def _split(rec: TensorRecord, m: re.Match) -> list[TensorRecord]:
 def gpt_oss_records(c, records: list[TensorRecord]) -> list[TensorRecord]:
     """Fused experts split and transposed as llama.cpp's converter does; sinks get `.weight`."""
     out: list[TensorRecord] = []
-    for rec in records:
+    for rec in mxfp4_records(records):          # OpenAI's MXFP4 experts, carried over
         if m := FUSED.match(rec.name):
             out.extend(_split(rec, m))
         elif rec.name.endswith(".self_attn.sinks"):

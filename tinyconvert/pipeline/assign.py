@@ -29,6 +29,8 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
            raw_readers: dict | None = None) -> list[PlannedTensor]:
     """planned: tensors as they are now (qtype = current type). raw_readers: name -> reader of
     the current bytes, for tensors that may be copied unchanged (GGUF input)."""
+    if target.tmac or target.int8_group:    # carried-over bytes (gpt-oss MXFP4) decoded first
+        planned = [decoded(p) if p.src_dtype == "RAW" else p for p in planned]
     if target.tmac:
         return assign_tmac(planned, target.tmac, target.options)
     if target.int8_group:
@@ -40,11 +42,21 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
     for name in sorted(by_name, key=llama_order):
         p = by_name[name]
         new, wanted = types[name]
-        if new == p.qtype.name and raw_readers and name in raw_readers:
+        if new == p.qtype.name and p.src_dtype == "RAW":     # carried-over bytes, kept
+            out.append(p)
+        elif p.src_dtype == "RAW":                         # carried-over bytes, requantized
+            out.append(replace(decoded(p), qtype=get_qtype(new), fallback_from=wanted))
+        elif new == p.qtype.name and raw_readers and name in raw_readers:
             out.append(replace(p, read_rows=raw_readers[name], src_dtype="RAW"))
         else:
             out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted))
     return out
+
+
+def decoded(p: PlannedTensor) -> PlannedTensor:
+    """A tensor planned as its stored bytes (src "RAW"), read as float32 instead."""
+    return replace(p, src_dtype="F32",
+                   read_rows=lambda r0, r1: p.qtype.dequantize(p.read_rows(r0, r1)))
 
 
 def _int8(planned: list[PlannedTensor], group: int, opts: Options) -> list[PlannedTensor]:

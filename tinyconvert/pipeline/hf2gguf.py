@@ -16,6 +16,8 @@ import numpy as np
 
 from tinyconvert.archs import refuse_no_llamacpp_arch
 from tinyconvert.archs.base import gguf_arch_name
+from tinyconvert.archs.gpt_oss_mxfp4 import file_type as mxfp4_file_type
+from tinyconvert.archs.yarn_checks import yarn_notes
 from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
@@ -131,9 +133,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     if powerinfer is not None and cfg.tied:      # PowerInfer's copy of token_embd as output
         extra_params += sum(math.prod(p.shape) for p in planned if p.name == "output.weight")
     notes = add_general(writer, folder, model if not Path(model).is_dir() else None, model_name,
-                        extra_params)
+                        extra_params) + yarn_notes(cfg)
     add_hparams(writer, cfg)
-    writer.add_file_type(target.file_type if target is not None else RECIPES[outtype][0])
+    writer.add_file_type(target.file_type if target is not None
+                         else mxfp4_file_type(planned, outtype, RECIPES[outtype][0]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if target is not None and target.int8_group:
         from tinyconvert.quant.int8_grouped import GROUP_KEY

@@ -19,6 +19,7 @@ RECIPES: dict[str, tuple[int, str]] = {
     "q2_k": (10, "q2_k"), "q3_k_s": (11, "q3_k"), "q3_k_m": (12, "q3_k"), "q3_k_l": (13, "q3_k"),
     "q4_k_s": (14, "q4_k"), "q4_k_m": (15, "q4_k"), "q5_k_s": (16, "q5_k"), "q5_k_m": (17, "q5_k"),
     "q6_k": (18, "q6_k"), "iq4_nl": (25, "iq4_nl"), "tq1_0": (36, "tq1_0"), "tq2_0": (37, "tq2_0"),
+    "mxfp4_moe": (38, "mxfp4"),
 }
 ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}     # as llama-quantize has them
 FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "tq1_0": "q4_0", "tq2_0": "q4_0", "q4_k": "q5_0",
@@ -180,6 +181,12 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
     return new
 
 
+def mxfp4_moe_type(dims: tuple[int, ...]) -> str:
+    """llama-quant.cpp's MXFP4_MOE: stacked expert tensors (ne[2] > 1) MXFP4, every other
+    quantizable tensor Q8_0, the output included (its branch comes first and says Q8_0 too)."""
+    return "mxfp4" if len(dims) >= 3 and dims[-3] > 1 else "q8_0"
+
+
 def fallback(qtype: str, row: int) -> str:
     """tensor_type_fallback: a type whose block does not divide the row length."""
     if row % get_qtype(qtype).block_size == 0:
@@ -214,6 +221,8 @@ def choose_types(tensors: list[tuple[str, tuple[int, ...], str]], mix: str, shap
             manual = next((t for p, t in patterns if p.search(name)), None)
             if manual is not None:
                 new = manual
+            elif not opts.pure and mix == "mxfp4_moe":
+                new = mxfp4_moe_type(dims)
             elif not opts.pure:
                 new = _impl(st, mix, new, name, dims[-1], shape, opts)
             fitted = fallback(new, dims[-1])

@@ -41,7 +41,8 @@ def resolve_outtype(outtype: str, records: list[TensorRecord]) -> str:
     """`auto`: bf16 if the first matrix is bf16, else f16 (tensors, not config.json, decide)."""
     if outtype != "auto":
         return outtype
-    first = next((r for r in records if len(r.shape) >= 2), None)
+    first = next((r for r in records if len(r.shape) >= 2 and r.dtype in FLOAT_SOURCES), None)
+    # (gpt-oss's U8 MXFP4 blocks say nothing about the float tensors' type)
     return "bf16" if first is not None and first.dtype == "BF16" else "f16"
 
 
@@ -119,6 +120,10 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
             continue        # tied: llama.cpp reuses token_embd; no output.weight is written
         if rec.dtype in CANONICAL:        # GPTQ codes, carried over as T-MAC tensors
             planned.append(_tmac_tensor(cfg, mapper, rec))
+            continue
+        if rec.dtype == "MXFP4":          # gpt-oss's MXFP4 experts: ggml blocks already
+            planned.append(PlannedTensor(mapper.gguf_name(rec.name), rec.shape,
+                                         get_qtype("mxfp4"), rec.read_rows, "RAW"))
             continue
         if rec.dtype not in FLOAT_SOURCES:
             raise InputError(f"tensor {rec.name!r} has dtype {rec.dtype}; only F32/F16/BF16 "

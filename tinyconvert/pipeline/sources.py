@@ -68,6 +68,8 @@ def hf_source(folder: Path) -> ModelSource:
         rows = p.read_rows(0, p.n_rows)
         if p.src_dtype == "TMAC":         # GPTQ: the checkpoint's own dequantized weights
             return torch.from_numpy(rows.dequantize())
+        if p.src_dtype == "RAW":          # gpt-oss MXFP4 experts, decoded
+            return torch.from_numpy(p.qtype.dequantize(rows).reshape(p.shape))
         return torch.from_numpy(to_f32(rows, p.src_dtype).reshape(p.shape))
     return ModelSource("hf", folder, hparams_from_config(cfg), get, list(planned),
                        as_llamacpp=hparams_from_config(cfg, as_llamacpp=True))
