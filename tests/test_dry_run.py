@@ -113,3 +113,16 @@ def test_too_little_free_space_is_refused(src, tmp_path, name, monkeypatch):
     lines = [ln for ln in output.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "not enough free space" in lines[0], output
     assert list(tmp_path.iterdir()) == [] and snapshot(src) == before
+
+
+def test_json_results_without_dry_run(src, tmp_path):
+    target = tmp_path / "d.gguf"
+    shutil.copy(src / "dense.gguf", target)
+    code, output = invoke(["set-metadata", target, "general.name", "x" * 40, "--json"])
+    assert code == 0, output
+    assert json.loads(output) == {"path": str(target), "edits": 1, "mode": "rewritten"}
+    code, output = invoke(["attach-predictor", target, src / "pred", "-o", tmp_path / "a.gguf",
+                           "--json"])
+    assert code == 0, output
+    res = json.loads(output)
+    assert res["path"] == str(tmp_path / "a.gguf") and res["ranks"] == [8, 12]

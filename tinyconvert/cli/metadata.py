@@ -46,7 +46,8 @@ def set_metadata_cmd(
                                        "editing in place"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be written (and "
                                  "the disk space it needs) and change nothing"),
-    as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout (with "
+                                 "--dry-run: the plan)"),
 ):
     """Set, delete or rename GGUF keys; in place (crash-safe) or into a new file."""
     from tinyconvert.formats.errors import InputError
@@ -78,7 +79,11 @@ def set_metadata_cmd(
     if res.plan is not None and dry_run:
         from tinyconvert.cli.split import print_plan
         return print_plan(res.plan, as_json, edits=len(edits), mode=res.mode)
-    typer.echo(f"{res.path}: {len(edits)} edit(s), {res.mode}")
+    if as_json:
+        import json
+        typer.echo(json.dumps({"path": str(res.path), "edits": len(edits), "mode": res.mode}))
+    else:
+        typer.echo(f"{res.path}: {len(edits)} edit(s), {res.mode}")
     if chat_template_file is not None:
         _check_chat(res.path)
 

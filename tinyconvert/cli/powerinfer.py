@@ -18,7 +18,8 @@ def attach_predictor_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="output .powerinfer.gguf"),
     sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold"),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="with --dry-run: the plan as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout (with "
+                                 "--dry-run: the plan)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
@@ -27,6 +28,10 @@ def attach_predictor_cmd(
                            quiet=quiet, dry_run=dry_run)
     if res.dry_run:
         print_plan(res.plan, as_json)
+    elif as_json:
+        import json
+        typer.echo(json.dumps({"path": str(res.path), "tensors": res.n_tensors,
+                               "ranks": res.ranks, "threshold": res.threshold}))
     elif not quiet:
         typer.echo(f"wrote {res.path} (PWRI, {res.n_tensors} tensors, predictor ranks "
                    f"{min(res.ranks)}-{max(res.ranks)}, threshold "
