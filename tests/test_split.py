@@ -258,3 +258,15 @@ def test_trailing_unit_dims_and_odd_sizes_match_the_tool(model, tmp_path):
     gguf_split_tool.run(tool, "--merge", ours[0], tmp_path / "ref" / "m.gguf")
     merge(ours[0], tmp_path / "m.gguf", quiet=True)
     assert filecmp.cmp(tmp_path / "m.gguf", tmp_path / "ref" / "m.gguf", shallow=False)
+
+
+def test_hf2gguf_cli_split_ends_with_verify_of_the_set(model, tmp_path):
+    import json
+    res = CliRunner().invoke(app, ["hf2gguf", str(model[0]), "-o", str(tmp_path / "c.gguf"),
+                                   "--outtype", "q8_0", "--split-max-tensors", "12", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["paths"] == [str(p) for p in shards(tmp_path, "c")] and len(out["paths"]) == 4
+    assert out["path"] == out["paths"][0] and out["bytes"] == \
+        sum(Path(p).stat().st_size for p in out["paths"])
+    assert out["verify"]["passed"] and out["verify"]["top1"] > 0.9

@@ -63,7 +63,8 @@ def hf2gguf_cmd(
     _finish(str(res.source), res.path, no_verify, as_json,
             {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
-             "fallbacks": [list(f) for f in res.fallbacks]})
+             "fallbacks": [list(f) for f in res.fallbacks],
+             "paths": [str(p) for p in res.plan.paths]})
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -173,7 +174,8 @@ def quantize_cmd(
             {"mix": res.tmac or res.mix, "types": res.types, "bytes_in": res.bytes_in,
              "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
              "requantized": res.requantized, "notes": res.notes,
-             "fallbacks": [list(f) for f in res.fallbacks]})
+             "fallbacks": [list(f) for f in res.fallbacks],
+             "paths": [str(p) for p in res.plan.paths]})
 
 
 def _tensor_types(items: list[str]) -> tuple[tuple[str, str], ...]:
