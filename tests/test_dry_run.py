@@ -126,3 +126,12 @@ def test_json_results_without_dry_run(src, tmp_path):
     assert code == 0, output
     res = json.loads(output)
     assert res["path"] == str(tmp_path / "a.gguf") and res["ranks"] == [8, 12]
+
+
+def test_attach_predictor_reads_a_split_input(src, tmp_path):
+    from tinyconvert.powerinfer.attach import attach_predictor
+    whole = attach_predictor(src / "dense.gguf", src / "pred", tmp_path / "a.gguf", quiet=True)
+    parts = attach_predictor(src / "parts-00001-of-00003.gguf", src / "pred",
+                             tmp_path / "b.gguf", quiet=True)
+    # the first shard's split.* keys are not carried over: the same PWRI file either way
+    assert whole.path.read_bytes() == parts.path.read_bytes()
