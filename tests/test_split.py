@@ -270,3 +270,21 @@ def test_hf2gguf_cli_split_ends_with_verify_of_the_set(model, tmp_path):
     assert out["path"] == out["paths"][0] and out["bytes"] == \
         sum(Path(p).stat().st_size for p in out["paths"])
     assert out["verify"]["passed"] and out["verify"]["top1"] > 0.9
+
+
+def test_writer_entries_are_gguf_py_bytes(smollm2_hf):
+    """hf2gguf's shard headers encode the keys faster than gguf-py; the bytes must be its own."""
+    import gguf
+    from tinyconvert.formats.vocab import add_vocab, load_vocab
+    from tinyconvert.pipeline.shards import writer_entries
+    w = gguf.GGUFWriter(None, "llama")
+    add_vocab(w, load_vocab(smollm2_hf, 49152))
+    w.add_array("x.floats", [0.1, 2.5, -3.0, 1e-40])
+    w.add_array("x.ints", [1, -2, 3])
+    w.add_array("x.bools", [True, False])
+    w.add_array("x.mixed", ["a", b"b"])
+    w.add_key_value("x.u8", [1, 2, 255], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.UINT8)
+    ref = [w._pack_val(k, gguf.GGUFValueType.STRING, add_vtype=False) +
+           w._pack_val(v.value, v.type, add_vtype=True, sub_type=v.sub_type)
+           for k, v in w.kv_data[0].items()]
+    assert len(ref) > 10 and writer_entries(w) == ref
