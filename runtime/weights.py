@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyconvert.formats.gguf_file import GgufFile, TensorInfo, read_gguf
+from tinyconvert.formats.gguf_file import GgufFile, TensorInfo
+from tinyconvert.formats.gguf_model import GgufModel, open_gguf
 from tinyconvert.quant import qtype_by_id
 from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
 from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
@@ -22,7 +23,7 @@ class GgufWeights:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.file: GgufFile = read_gguf(self.path)
+        self.file: GgufModel = open_gguf(self.path)      # a split model: all its shards
         self.tensors = {t.name: t for t in self.file.tensors}
         self.fields = self.file.values()
         self.magic = self.file.magic
@@ -56,7 +57,7 @@ class GgufWeights:
         return {name: self(name) for name in self.names}
 
 
-def dequantize(f: GgufFile, t: TensorInfo) -> np.ndarray:
+def dequantize(f: GgufFile | GgufModel, t: TensorInfo) -> np.ndarray:
     """float32 in torch order (outermost dimension first), a fresh writable array."""
     if (tt := f.types.tmac(t.ggml_type)) is not None:
         return tt.unpack(f.tensor_bytes(t), t.shape).dequantize()

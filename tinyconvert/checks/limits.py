@@ -66,8 +66,8 @@ class Limit:
 
 
 def bits_per_weight(path: Path) -> float:
-    from tinyconvert.formats.gguf_file import read_gguf
-    g = read_gguf(path, strict_types=False)
+    from tinyconvert.formats.gguf_model import open_gguf
+    g = open_gguf(path, strict_types=False)            # a split model: all its shards
     n = sum(t.n_elements for t in g.tensors)
     return 8 * sum(t.nbytes for t in g.tensors) / max(1, n)
 

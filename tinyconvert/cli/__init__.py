@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tinyconvert.cli import archs, checks, convert, metadata, powerinfer
+from tinyconvert.cli import archs, checks, convert, metadata, powerinfer, split
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert Hugging Face checkpoints to GGUF, and prove each file is right.")
@@ -20,6 +20,8 @@ COMMANDS = {
     "inspect": metadata.inspect_cmd,
     "set-metadata": metadata.set_metadata_cmd,
     "archs": archs.archs_cmd,
+    "split": split.split_cmd,
+    "merge": split.merge_cmd,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
+from tinyconvert.cli.split import DRY_HELP, SIZE_HELP, TENSORS_HELP, print_plan, shards_note
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
@@ -29,6 +30,10 @@ def hf2gguf_cmd(
                                                      help="powerinfer.sparse_threshold"),
     dense_relu: bool = typer.Option(False, "--dense-relu", help="write a ReLU model as a plain "
                                     "GGUF for attach-predictor (llama.cpp cannot run it right)"),
+    split_max_size: Optional[str] = typer.Option(None, "--split-max-size", help=SIZE_HELP),
+    split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors",
+                                                    help=TENSORS_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -44,17 +49,22 @@ def hf2gguf_cmd(
     if sparse_threshold is not None and not powerinfer:
         raise InputError("--sparse-threshold goes with --powerinfer")
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
-                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
+                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
+                  split_max_size=split_max_size, split_max_tensors=split_max_tensors,
+                  dry_run=dry_run)
+    if res.dry_run:
+        return print_plan(res.plan, as_json)
     _print_fallbacks(res.fallbacks)
     _print_notes(res.notes)
     if not quiet and not as_json:
         typer.echo(f"wrote {res.path} ({res.outtype}, {res.n_tensors} tensors, "
                    f"{res.n_bytes / 2**20:.1f} MiB, {len(res.fallbacks)} fallbacks) "
-                   f"in {res.seconds:.1f}s")
+                   f"in {res.seconds:.1f}s{shards_note(res.plan)}")
     _finish(str(res.source), res.path, no_verify, as_json,
             {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
-             "fallbacks": [list(f) for f in res.fallbacks]})
+             "fallbacks": [list(f) for f in res.fallbacks],
+             "paths": [str(p) for p in res.plan.paths]})
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -133,6 +143,10 @@ def quantize_cmd(
     threads: int = typer.Option(2, "--threads", help="worker threads"),
     allow_requantize: bool = typer.Option(False, "--allow-requantize",
                                           help="dequantize and requantize a quantized input"),
+    split_max_size: Optional[str] = typer.Option(None, "--split-max-size", help=SIZE_HELP),
+    split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors",
+                                                    help=TENSORS_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -151,13 +165,17 @@ def quantize_cmd(
                    _tensor_types(tensor_type))
     res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
                    threads=threads, allow_requantize=allow_requantize, quiet=quiet,
-                   tmac=tmac_opts)
+                   tmac=tmac_opts, split_max_size=split_max_size,
+                   split_max_tensors=split_max_tensors, dry_run=dry_run)
+    if res.dry_run:
+        return print_plan(res.plan, as_json)
     _report_quantize(res, quiet or as_json)
     _finish(res.source, res.path, no_verify, as_json,
             {"mix": res.tmac or res.mix, "types": res.types, "bytes_in": res.bytes_in,
              "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
              "requantized": res.requantized, "notes": res.notes,
-             "fallbacks": [list(f) for f in res.fallbacks]})
+             "fallbacks": [list(f) for f in res.fallbacks],
+             "paths": [str(p) for p in res.plan.paths]})
 
 
 def _tensor_types(items: list[str]) -> tuple[tuple[str, str], ...]:
@@ -188,4 +206,4 @@ def _report_quantize(res, quiet: bool) -> None:
                  else res.tmac or res.mix)
         typer.echo(f"wrote {res.path} ({label}): {counts}; {res.bytes_in / 2**20:.1f} MiB -> "
                    f"{res.bytes_out / 2**20:.1f} MiB, {res.bpw:.2f} bits/weight, "
-                   f"{len(res.fallbacks)} fallbacks, {res.seconds:.1f}s")
+                   f"{len(res.fallbacks)} fallbacks, {res.seconds:.1f}s{shards_note(res.plan)}")

@@ -44,6 +44,10 @@ def set_metadata_cmd(
                                                       help="set tokenizer.chat_template from a file"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="write a new file instead of "
                                        "editing in place"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be written (and "
+                                 "the disk space it needs) and change nothing"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout (with "
+                                 "--dry-run: the plan)"),
 ):
     """Set, delete or rename GGUF keys; in place (crash-safe) or into a new file."""
     from tinyconvert.formats.errors import InputError
@@ -69,10 +73,17 @@ def set_metadata_cmd(
     if not edits:
         raise InputError("nothing to do: give KEY VALUE, --delete, --rename or "
                          "--chat-template-file")
-    res = apply_edits(file, edits, out)
+    res = apply_edits(file, edits, out, dry_run=dry_run)
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
-    typer.echo(f"{res.path}: {len(edits)} edit(s), {res.mode}")
+    if res.plan is not None and dry_run:
+        from tinyconvert.cli.split import print_plan
+        return print_plan(res.plan, as_json, edits=len(edits), mode=res.mode)
+    if as_json:
+        import json
+        typer.echo(json.dumps({"path": str(res.path), "edits": len(edits), "mode": res.mode}))
+    else:
+        typer.echo(f"{res.path}: {len(edits)} edit(s), {res.mode}")
     if chat_template_file is not None:
         _check_chat(res.path)
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import cli_errors
+from tinyconvert.cli.split import DRY_HELP, print_plan
 
 
 @cli_errors
@@ -16,13 +17,22 @@ def attach_predictor_cmd(
     predictor_dir: Path = typer.Argument(..., metavar="PREDICTOR_DIR"),
     out: Path = typer.Option(..., "-o", "--out", help="output .powerinfer.gguf"),
     sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold"),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout (with "
+                                 "--dry-run: the plan)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
     from tinyconvert.powerinfer.attach import attach_predictor
     res = attach_predictor(inp, predictor_dir, out, sparse_threshold=sparse_threshold,
-                           quiet=quiet)
-    if not quiet:
+                           quiet=quiet, dry_run=dry_run)
+    if res.dry_run:
+        print_plan(res.plan, as_json)
+    elif as_json:
+        import json
+        typer.echo(json.dumps({"path": str(res.path), "tensors": res.n_tensors,
+                               "ranks": res.ranks, "threshold": res.threshold}))
+    elif not quiet:
         typer.echo(f"wrote {res.path} (PWRI, {res.n_tensors} tensors, predictor ranks "
                    f"{min(res.ranks)}-{max(res.ranks)}, threshold "
                    f"{res.threshold if res.threshold is not None else 'default 0.0'})")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyconvert.formats import gguf_file as gf
+from tinyconvert.formats.gguf_model import open_gguf
 
 LONG_ARRAY = 8
 LONG_STRING = 120
@@ -34,7 +35,7 @@ def _show(key: str, f: gf.Field, full: bool) -> str:
 
 
 def inspect(path: Path, *, tensors: str | None = None, full: bool = False) -> dict:
-    f = gf.read_gguf(path, strict_types=False)
+    f = open_gguf(path, strict_types=False)            # a split model: all its shards
     kinds = defaultdict(lambda: [0, 0, 0])          # type -> [tensors, elements, bytes]
     rows = []
     for t in f.tensors:
@@ -49,7 +50,8 @@ def inspect(path: Path, *, tensors: str | None = None, full: bool = False) -> di
     return {
         "file": str(path), "magic": f.magic.decode(), "version": f.version,
         "tensor_count": len(f.tensors), "kv_count": len(f.fields), "alignment": f.alignment,
-        "data_offset": f.data_start, "file_size": f.file_size,
+        "data_offset": f.first.data_start, "file_size": f.file_size,
+        "shards": [str(s.path) for s in f.shards] if f.is_split else None,
         "architecture": f.value("general.architecture"), "parameters": n_params,
         "metadata": {k: {"type": _type_label(fld), "value": _jsonable(fld.value)}
                      for k, fld in f.fields.items()},
@@ -70,6 +72,9 @@ def render(info: dict) -> list[str]:
     lines = [f"{info['file']}: {info['magic']} v{info['version']}, {info['tensor_count']} tensors, "
              f"{info['kv_count']} keys, alignment {info['alignment']}, data at byte "
              f"{info['data_offset']}, {info['file_size'] / 2**20:.1f} MiB"]
+    if info.get("shards"):
+        lines.append(f"split model: {len(info['shards'])} shards, read as one: "
+                     f"{', '.join(info['shards'])}")
     if info["architecture"]:
         lines.append(f"architecture {info['architecture']}, {info['parameters']:,} parameters")
     lines.append("")

@@ -23,6 +23,8 @@ KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
 REFUSED = {
     "general.alignment": "changing it would move every tensor's data (the file needs relayout)",
     "general.architecture": "llama.cpp would read every other key under a different prefix",
+    **{k: "llama.cpp finds and checks a split model's shards by it (use tinyconvert split or "
+          "merge)" for k in ("split.no", "split.count", "split.tensors.count")},
 }
 PATCH_LIMIT = 4096          # larger same-size values are rewritten, not patched in place
 
@@ -211,18 +213,30 @@ class EditResult:
     path: Path
     mode: str                       # "patched in place" or "rewritten"
     notes: list[str]
+    plan: object = None             # --dry-run: what would be written (pipeline/outplan.py)
 
 
-def apply_edits(path: Path, edits: list[Edit], out: Path | None = None) -> EditResult:
+def apply_edits(path: Path, edits: list[Edit], out: Path | None = None, *,
+                dry_run: bool = False) -> EditResult:
+    """A split model is edited in its first shard (edit/split_meta.py). dry_run: the plan only."""
+    from tinyconvert.edit.split_meta import check_split_target, edit_plan
     f = gf.read_gguf(path, strict_types=False)
+    check_split_target(f, out)
     notes = [e.note for e in edits if e.note]
     if out is None and (patch := _patchable(f, edits)) is not None:
+        if dry_run:
+            return EditResult(Path(path), "would patch in place", notes,
+                              edit_plan(f, Path(path), None, patch))
         _patch_in_place(f, path, *patch)
         return EditResult(Path(path), "patched in place", notes)
     target = Path(out) if out is not None else Path(path)
     if out is not None:
         check_output(target, Path(path))
     entries = _entries(f, edits)
+    plan = edit_plan(f, target, entries, None)
+    if dry_run:
+        return EditResult(target, "would rewrite", notes, plan)
+    plan.check_space()
     with atomic_output(target) as tmp:
         rewrite(f, entries, tmp)
         _check_same_tensors(f, gf.read_gguf(tmp, strict_types=False))

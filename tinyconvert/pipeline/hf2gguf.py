@@ -50,6 +50,8 @@ class ConvertResult:
     types: dict[str, int] = field(default_factory=dict)
     bytes_in: int = 0
     n_params: int = 0
+    plan: object = None               # the output plan (pipeline/outplan.py); --dry-run: all
+    dry_run: bool = False
 
 
 def _plan(cfg, records, outtype: str, target):
@@ -81,10 +83,15 @@ def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
             model_name: str | None = None, target=None, threads: int = 1,
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
-            dense_relu: bool = False) -> ConvertResult:
+            dense_relu: bool = False, split_max_size: str | None = None,
+            split_max_tensors: int | None = None, dry_run: bool = False) -> ConvertResult:
     """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
-    FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
+    FFN with SiLU, so the file records the activation in tinyconvert.ffn_act).
+    split_max_size / split_max_tensors: llama.cpp's split layout (OUT-00001-of-0000N.gguf).
+    dry_run: plan only (result.plan), nothing written."""
+    from tinyconvert.formats.gguf_split import make_rule
+    rule = make_rule(split_max_size, split_max_tensors)
     outtype = outtype.lower()
     if target is None and (spec := spec_from_name(outtype)) is not None:
         from tinyconvert.pipeline.assign import Target
@@ -152,7 +159,17 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         from tinyconvert.powerinfer.pwri import THRESHOLD_KEY
         writer.add_float32(THRESHOLD_KEY, float(sparse_threshold))
 
-    n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
+    from tinyconvert.pipeline.shards import plan_planned, write_planned, writer_entries
+    plan = plan_planned(out, writer_entries(writer), planned, rule=rule,
+                        alignment=writer.data_alignment, magic=b"PWRI" if powerinfer else b"GGUF")
+    if dry_run:
+        n_bytes = plan.total
+    elif plan.split:
+        n_bytes = write_planned(plan, planned, quiet=quiet, threads=threads)
+    else:
+        plan.check_space()
+        n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
+    out = plan.paths[0]
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
     bytes_in = sum(math.prod(r.shape) * (4 if r.dtype == "F32" else 2)
                    for r in records)
@@ -160,7 +177,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
                    if not p.name.endswith(".scale"))
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
                          fallbacks, notes + vocab.notes, dict(Counter(p.qtype.name for p in planned)),
-                         bytes_in, n_params)
+                         bytes_in, n_params, plan, dry_run)
 
 
 def _gptq_target(gptq_cfg, outtype: str, target):

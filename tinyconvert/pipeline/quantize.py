@@ -60,6 +60,8 @@ class QuantizeResult:
     int8_group: int | None = None
     tmac: str | None = None                  # the T-MAC type asked for
     notes: list[str] = field(default_factory=list)   # from the tokenizer files (HF inputs)
+    plan: object = None                  # the output plan (pipeline/outplan.py)
+    dry_run: bool = False
 
     @property
     def bpw(self) -> float:
@@ -116,9 +118,11 @@ def _current_type(f: gf.GgufFile, t: gf.TensorInfo):
                      f"tinyconvert cannot requantize")
 
 
-def gguf_plan(f: gf.GgufFile, fd: int):
-    """Readers use pread, not the file map: pages of a map stay in this process's memory, so a
-    large input would make the peak grow with the model."""
+def gguf_plan(f, fd: int | None = None):
+    """f: a GgufModel (formats/gguf_model.py: one file or a split set), or a GgufFile with fd
+    open on it. Readers use pread, not
+    the file map: pages of a map stay in this process's memory, so a large input would make the
+    peak grow with the model."""
     planned, raw = [], {}
     for t in f.tensors:
         cur = _current_type(f, t)
@@ -130,9 +134,12 @@ def gguf_plan(f: gf.GgufFile, fd: int):
 
         def raw_rows(r0, r1, t=t, row_bytes=row_bytes):
             n = (r1 - r0) * row_bytes
-            data = os.pread(fd, n, f.data_start + t.offset + r0 * row_bytes)
-            if len(data) != n:
-                raise InputError(f"{f.path}: truncated while reading {t.name}")
+            if fd is None:
+                data = f.pread(t, r0 * row_bytes, n)
+            else:                               # a single GgufFile and an open descriptor
+                data = os.pread(fd, n, f.data_start + t.offset + r0 * row_bytes)
+                if len(data) != n:
+                    raise InputError(f"{f.path}: truncated while reading {t.name}")
             return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, row_bytes)
 
         def rows(r0, r1, cur=cur, raw_rows=raw_rows):
@@ -161,33 +168,40 @@ def _shape(f: gf.GgufFile) -> ModelShape:
 def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,
              group_size: int | None = None, options: Options = Options(), threads: int = 2,
              allow_requantize: bool = False, quiet: bool = False,
-             tmac: TmacOptions | None = None) -> QuantizeResult:
+             tmac: TmacOptions | None = None, split_max_size: str | None = None,
+             split_max_tensors: int | None = None, dry_run: bool = False) -> QuantizeResult:
+    """split_max_size / split_max_tensors: llama.cpp's split layout; dry_run: plan only."""
+    from tinyconvert.formats.gguf_split import make_rule
+    rule = make_rule(split_max_size, split_max_tensors)
     target = resolve_target(qtype, bits, group_size, options, tmac)
     out = Path(out)
     if not Path(inp).is_file():
         from tinyconvert.pipeline.hf2gguf import hf2gguf
         res = hf2gguf(str(inp), out, outtype=target.mix, quiet=quiet, target=target,
-                      threads=threads)
+                      threads=threads, split_max_size=split_max_size,
+                      split_max_tensors=split_max_tensors, dry_run=dry_run)
         return QuantizeResult(res.path, str(res.source), target.mix, res.types, res.bytes_in,
                               res.n_bytes, res.n_params, res.seconds, res.fallbacks, 0,
-                              target.int8_group, target.tmac and target.tmac.name, res.notes)
-    return _quantize_gguf(Path(inp), out, target, threads, allow_requantize, quiet)
+                              target.int8_group, target.tmac and target.tmac.name, res.notes,
+                              res.plan, dry_run)
+    return _quantize_gguf(Path(inp), out, target, threads, allow_requantize, quiet, rule,
+                          dry_run)
 
 
 def _quantize_gguf(inp: Path, out: Path, target: Target, threads: int, allow_requantize: bool,
-                   quiet: bool) -> QuantizeResult:
+                   quiet: bool, rule=None, dry_run: bool = False) -> QuantizeResult:
+    from tinyconvert.formats.gguf_model import open_gguf
     start = time.perf_counter()
-    check_output(out, inp)
-    f = gf.read_gguf(inp)
-    fd = os.open(inp, os.O_RDONLY)
-    try:
-        return _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, start)
-    finally:
-        os.close(fd)
+    with open_gguf(inp) as f:                # one file, or every shard of a split model
+        for shard in f.shards:
+            check_output(out, shard.path)
+        return _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start,
+                              rule, dry_run)
 
 
-def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, start):
-    planned, raw = gguf_plan(f, fd)
+def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start, rule=None,
+                   dry_run=False):
+    planned, raw = gguf_plan(f)
     final = assign(planned, target, _shape(f), raw)
     quantized = set(quantized_inputs(planned))
     requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in quantized]
@@ -199,20 +213,30 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, fd, st
     tensors = [OutTensor(p.name, tuple(reversed(p.shape)) or (1,), p.qtype.ggml_id,
                          p.qtype.nbytes(p.shape)) for p in final]
     total = sum(t.nbytes for t in tensors)
-    with atomic_output(out) as tmp, open(tmp, "wb") as fh, \
-            TensorProgress(len(final), total, quiet) as bar:
-        write_header(fh, tensors, entries, alignment=f.alignment)
-        stream_tensors(fh, final, f.alignment, bar, threads)
-    return QuantizeResult(out, str(inp), target.mix, dict(Counter(p.qtype.name for p in final)),
-                          f.file_size, out.stat().st_size, sum(t.n_elements for t in f.tensors),
+    from tinyconvert.pipeline.shards import plan_planned, write_planned
+    plan = plan_planned(out, entries, final, rule=rule, alignment=f.alignment)
+    for path in plan.paths if plan.split else ():
+        check_output(path, *(shard.path for shard in f.shards))
+    if dry_run or plan.split:
+        n_out = plan.total if dry_run else write_planned(plan, final, quiet=quiet, threads=threads)
+    else:
+        plan.check_space()
+        with atomic_output(out) as tmp, open(tmp, "wb") as fh, \
+                TensorProgress(len(final), total, quiet) as bar:
+            write_header(fh, tensors, entries, alignment=f.alignment)
+            stream_tensors(fh, final, f.alignment, bar, threads)
+        n_out = out.stat().st_size
+    return QuantizeResult(plan.paths[0], str(inp), target.mix,
+                          dict(Counter(p.qtype.name for p in final)),
+                          f.file_size, n_out, sum(t.n_elements for t in f.tensors),
                           time.perf_counter() - start,
                           [(p.name, p.fallback_from, p.qtype.name) for p in final
                            if p.fallback_from], len(requant), target.int8_group,
-                          target.tmac and target.tmac.name)
+                          target.tmac and target.tmac.name, plan=plan, dry_run=dry_run)
 
 
-def _entries(f: gf.GgufFile, target: Target) -> list[bytes]:
-    entries = copy_entries(f, DROPPED_KEYS)
+def _entries(f, target: Target) -> list[bytes]:
+    entries = copy_entries(getattr(f, "first", f), DROPPED_KEYS)
     entries.append(encode_entry("general.quantization_version", gf.U32, 2))
     entries.append(encode_entry("general.file_type", gf.U32, target.file_type))
     if target.int8_group:

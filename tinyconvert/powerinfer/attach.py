@@ -6,7 +6,6 @@ as F16; keys are copied, with powerinfer.sparse_threshold added when given. From
 that hf2gguf --dense-relu wrote, the result equals hf2gguf --powerinfer's byte for byte."""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +14,8 @@ from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
+from tinyconvert.formats.gguf_model import open_gguf
+from tinyconvert.formats.gguf_split import SPLIT_KEYS
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.formats.predictor import load_predictors, predictor_threshold
 from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
@@ -54,6 +55,8 @@ class AttachResult:
     n_tensors: int
     ranks: list[int]
     threshold: float | None
+    plan: object = None                 # the output plan (pipeline/outplan.py)
+    dry_run: bool = False
 
 
 def _check_inventory(f: gf.GgufFile, arch: str, n_layer: int) -> None:
@@ -72,10 +75,15 @@ def _check_inventory(f: gf.GgufFile, arch: str, n_layer: int) -> None:
 
 
 def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
-                     sparse_threshold: float | None = None, quiet: bool = False) -> AttachResult:
+                     sparse_threshold: float | None = None, quiet: bool = False,
+                     dry_run: bool = False) -> AttachResult:
+    """dry_run: plan only (result.plan), nothing written."""
+    from tinyconvert.pipeline.outplan import single_plan
     inp, out = Path(inp), Path(out)
     check_output(out, inp)
-    f = gf.read_gguf(inp)
+    f = open_gguf(inp)                  # one file, or every shard of a split model
+    for shard in f.shards[1:]:
+        check_output(out, shard.path)
     if f.magic != b"GGUF":
         raise InputError(f"{inp}: already a PowerInfer file; attach to the dense GGUF instead")
     arch = f.value("general.architecture")
@@ -87,25 +95,29 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
     preds = load_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
     if sparse_threshold is None:
         sparse_threshold = predictor_threshold(Path(predictor_dir))
-    fd = os.open(inp, os.O_RDONLY)
     try:
-        planned, raw = gguf_plan(f, fd)
+        planned, raw = gguf_plan(f)
         kept = [p if re.search(r"\.ffn_down\.weight$", p.name)
                 else replace(p, read_rows=raw[p.name], src_dtype="RAW") for p in planned]
         final = with_output(to_powerinfer(kept, preds, "f16"), arch)
         entries = _entries(f, sparse_threshold)
         tensors = [OutTensor(p.name, tuple(reversed(p.shape)), p.qtype.ggml_id,
                              p.qtype.nbytes(p.shape)) for p in final]
-        with atomic_output(out) as tmp, open(tmp, "wb") as fh:
-            write_header(fh, tensors, entries, alignment=f.alignment, magic=MAGIC)
-            stream_tensors(fh, final, f.alignment)
+        plan = single_plan(out, entries, tensors, {p.name: p.qtype.name for p in final},
+                           alignment=f.alignment, magic=MAGIC)
+        if not dry_run:
+            plan.check_space()
+            with atomic_output(out) as tmp, open(tmp, "wb") as fh:
+                write_header(fh, tensors, entries, alignment=f.alignment, magic=MAGIC)
+                stream_tensors(fh, final, f.alignment)
     finally:
-        os.close(fd)
-    return AttachResult(out, len(final), [p.rank for p in preds], sparse_threshold)
+        f.close()
+    return AttachResult(out, len(final), [p.rank for p in preds], sparse_threshold, plan,
+                        dry_run)
 
 
 def _entries(f: gf.GgufFile, threshold: float | None) -> list[bytes]:
-    entries = copy_entries(f, (ACT_KEY, THRESHOLD_KEY))
+    entries = copy_entries(f.first, (ACT_KEY, THRESHOLD_KEY, *SPLIT_KEYS))
     if threshold is not None:
         entries.append(encode_entry(THRESHOLD_KEY, gf.F32, float(threshold)))
     return entries
