@@ -1,0 +1,131 @@
+"""llama.cpp's own importance-matrix accumulation, reproduced through llama-cpp-python: a
+scheduler eval callback (cb_eval) that answers and accumulates exactly as llama-imatrix's
+IMatrixCollector::collect_imatrix does (tools/imatrix/imatrix.cpp, llama.cpp 0.3.36), in float32,
+token by token, on the matmul inputs llama.cpp itself computes. llama-imatrix itself is not in the
+wheel, so this is the closest independent oracle."""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from tinyconvert.checks.llamacpp import open_llama
+
+
+class GgmlTensor(ctypes.Structure):
+    pass
+
+
+GgmlTensor._fields_ = [          # ggml.h's struct ggml_tensor (GGML_MAX_SRC 10, 64-byte names)
+    ("type", ctypes.c_int32), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4),
+    ("nb", ctypes.c_size_t * 4), ("op", ctypes.c_int32), ("op_params", ctypes.c_int32 * 16),
+    ("flags", ctypes.c_int32), ("src", ctypes.POINTER(GgmlTensor) * 10),
+    ("view_src", ctypes.POINTER(GgmlTensor)), ("view_offs", ctypes.c_size_t),
+    ("data", ctypes.c_void_p), ("name", ctypes.c_char * 64), ("extra", ctypes.c_void_p),
+    ("padding", ctypes.c_char * 8)]
+
+
+def _ops() -> tuple[int, int]:
+    """GGML_OP_MUL_MAT and GGML_OP_MUL_MAT_ID, looked up by name in this build."""
+    import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+    base = load_shared_library("ggml-base", Path(llama_cpp.__file__).parent / "lib")
+    base.ggml_op_name.restype, base.ggml_op_name.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    names = {base.ggml_op_name(i): i for i in range(100)}
+    return names[b"MUL_MAT"], names[b"MUL_MAT_ID"]
+
+
+def _view(t: GgmlTensor, dtype) -> np.ndarray:
+    """numpy shape (ne3, ne2, ne1, ne0) over host memory, through the tensor's strides."""
+    ne, nb = list(t.ne), list(t.nb)
+    extent = sum((n - 1) * s for n, s in zip(ne, nb)) + np.dtype(dtype).itemsize
+    buf = (ctypes.c_byte * extent).from_address(t.data)
+    return np.ndarray(tuple(reversed(ne)), dtype=dtype, buffer=buf,
+                      strides=tuple(reversed(nb)))
+
+
+class Collector:
+    def __init__(self, process_output: bool = False):
+        self.mul_mat, self.mul_mat_id = _ops()
+        self.process_output = process_output
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, np.ndarray] = {}
+
+    def __call__(self, t_ptr, ask, _user) -> bool:
+        t = ctypes.cast(t_ptr, ctypes.POINTER(GgmlTensor)).contents
+        if t.op not in (self.mul_mat, self.mul_mat_id):
+            return not ask
+        src0, src1 = t.src[0].contents, t.src[1].contents
+        raw = src0.name.decode()
+        name = raw.split("#")[1] if "#" in raw else raw     # CUDA0#blk.0.attn_k.weight#0
+        if ask:
+            return (t.op == self.mul_mat_id or src1.ne[1] >= 16 and src1.type == 0
+                    and (name.startswith("blk.")
+                         or (self.process_output and name == "output.weight")))
+        if t.op == self.mul_mat_id:
+            self._mul_mat_id(name, src0, src1, t.src[2].contents)
+        else:
+            self._mul_mat(name, src0, src1)
+        return True
+
+    def _entry(self, name: str, n_mat: int, n_cols: int):
+        if name not in self.sums:
+            self.sums[name] = np.zeros((n_mat, n_cols), dtype=np.float32)
+            self.counts[name] = np.zeros(n_mat, dtype=np.int64)
+        return self.sums[name], self.counts[name]
+
+    def _mul_mat(self, name: str, src0: GgmlTensor, src1: GgmlTensor) -> None:
+        n_mat = src0.ne[2] * src0.ne[3]
+        acc, counts = self._entry(name, n_mat, src1.ne[0])
+        x = _view(src1, np.float32)
+        for i3 in range(src1.ne[3]):
+            for i2 in range(src1.ne[2]):
+                mat = (i3 % src0.ne[3]) * src0.ne[2] + (i2 % src0.ne[2])
+                for row in x[i3, i2]:             # float32, one token after another
+                    acc[mat] += row * row
+        counts[0] += (src1.ne[1] * src1.ne[2] * src1.ne[3]) // n_mat
+
+    def _mul_mat_id(self, name: str, src0: GgmlTensor, src1: GgmlTensor,
+                    ids: GgmlTensor) -> None:
+        n_as = src0.ne[2]
+        acc, counts = self._entry(name, n_as, src1.ne[0])
+        x, chosen = _view(src1, np.float32)[0], _view(ids, np.int32)[0, 0]   # [tok, slot, col]
+        for idx in range(ids.ne[0]):
+            for row in range(src1.ne[2]):
+                ex = int(chosen[row, idx])
+                v = x[row, idx % src1.ne[1]]
+                acc[ex] += v * v
+                counts[ex] += 1
+
+
+def llamacpp_imatrix(gguf_path: Path, chunks: list[list[int]], *,
+                     process_output: bool = False) -> Collector:
+    """Each chunk (BOS already in front) decoded as its own sequence at positions 0.., every
+    token asking for logits, the KV cache cleared in between, as compute_imatrix does."""
+    import llama_cpp as L
+    T = len(chunks[0])
+    llm = open_llama(gguf_path, n_ctx=T, n_batch=T, verbose=False)
+    col = Collector(process_output)
+    cb = L.ggml_backend_sched_eval_callback(col)
+    params = L.llama_context_default_params()
+    params.n_ctx = params.n_batch = params.n_ubatch = T
+    params.n_threads = params.n_threads_batch = 2
+    params.cb_eval, params.cb_eval_user_data = cb, None
+    ctx = L.llama_init_from_model(llm.model, params)
+    try:
+        for ids in chunks:
+            L.llama_memory_clear(L.llama_get_memory(ctx), True)
+            batch = L.llama_batch_init(T, 0, 1)
+            for k, tok in enumerate(ids):
+                batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, k, 1
+                batch.seq_id[k][0], batch.logits[k] = 0, 1
+            batch.n_tokens = T
+            rc = L.llama_decode(ctx, batch)
+            L.llama_batch_free(batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with {rc}")
+    finally:
+        L.llama_free(ctx)
+        llm.close()
+    return col
