@@ -129,3 +129,31 @@ def llamacpp_imatrix(gguf_path: Path, chunks: list[list[int]], *,
         L.llama_free(ctx)
         llm.close()
     return col
+
+
+def llamacpp_quantize_imatrix(src: Path, dst: Path, ftype: int, vectors: dict[str, np.ndarray],
+                              keys: list[tuple[str, object]] = (), *, threads: int = 2) -> int:
+    """llama_model_quantize with params.imatrix (the NULL-terminated {name, data, size} array,
+    normalised float32 vectors, as llama-quantize passes them) and the quantize.imatrix.* keys
+    as the kv_overrides llama-quantize adds (str or int values). Returns llama.cpp's rc (1: it
+    threw, e.g. a required matrix is missing)."""
+    import llama_cpp as L
+    keep = [np.ascontiguousarray(v, dtype=np.float32) for v in vectors.values()]
+    data = (L.llama_model_imatrix_data * (len(keep) + 1))()
+    for slot, (name, v) in zip(data, zip(vectors, keep)):
+        slot.name = name.encode()
+        slot.data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        slot.size = v.size
+    kvs = (L.llama_model_kv_override * (len(keys) + 1))()
+    for kv, (key, value) in zip(kvs, keys):
+        kv.key = key.encode()
+        if isinstance(value, str):
+            kv.tag, kv.value.val_str = L.LLAMA_KV_OVERRIDE_TYPE_STR, value.encode()[:127]
+        else:
+            kv.tag, kv.value.val_i64 = L.LLAMA_KV_OVERRIDE_TYPE_INT, int(value)
+    params = L.llama_model_quantize_default_params()
+    params.ftype, params.nthread = ftype, threads
+    params.imatrix = data
+    if keys:
+        params.kv_overrides = kvs
+    return L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))

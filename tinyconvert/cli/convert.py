@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
+from tinyconvert.cli.imatrix import (EXCLUDE_WEIGHTS, IMATRIX, IMATRIX_OUT, IMATRIX_TEXT,
+                                     INCLUDE_WEIGHTS, imatrix_options)
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
@@ -29,6 +31,11 @@ def hf2gguf_cmd(
                                                      help="powerinfer.sparse_threshold"),
     dense_relu: bool = typer.Option(False, "--dense-relu", help="write a ReLU model as a plain "
                                     "GGUF for attach-predictor (llama.cpp cannot run it right)"),
+    imatrix: Optional[Path] = IMATRIX,
+    imatrix_text: Optional[Path] = IMATRIX_TEXT,
+    imatrix_out: Optional[Path] = IMATRIX_OUT,
+    include_weights: list[str] = INCLUDE_WEIGHTS,
+    exclude_weights: list[str] = EXCLUDE_WEIGHTS,
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -44,7 +51,9 @@ def hf2gguf_cmd(
     if sparse_threshold is not None and not powerinfer:
         raise InputError("--sparse-threshold goes with --powerinfer")
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
-                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
+                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
+                  imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out, include_weights,
+                                          exclude_weights))
     _print_fallbacks(res.fallbacks)
     _print_notes(res.notes)
     if not quiet and not as_json:
@@ -133,6 +142,11 @@ def quantize_cmd(
     threads: int = typer.Option(2, "--threads", help="worker threads"),
     allow_requantize: bool = typer.Option(False, "--allow-requantize",
                                           help="dequantize and requantize a quantized input"),
+    imatrix: Optional[Path] = IMATRIX,
+    imatrix_text: Optional[Path] = IMATRIX_TEXT,
+    imatrix_out: Optional[Path] = IMATRIX_OUT,
+    include_weights: list[str] = INCLUDE_WEIGHTS,
+    exclude_weights: list[str] = EXCLUDE_WEIGHTS,
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -151,7 +165,8 @@ def quantize_cmd(
                    _tensor_types(tensor_type))
     res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
                    threads=threads, allow_requantize=allow_requantize, quiet=quiet,
-                   tmac=tmac_opts)
+                   tmac=tmac_opts, imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
+                                                           include_weights, exclude_weights))
     _report_quantize(res, quiet or as_json)
     _finish(res.source, res.path, no_verify, as_json,
             {"mix": res.tmac or res.mix, "types": res.types, "bytes_in": res.bytes_in,

@@ -79,3 +79,22 @@ def _report(res, show_statistics: bool, plot: Optional[Path], quiet: bool,
                    f"{im.chunk_size} tokens, in {res.seconds:.1f}s")
     if as_json:
         typer.echo(json.dumps({**res.as_json(), **stats.as_json(im, st)}))
+
+
+# quantize's and hf2gguf's importance-matrix options (the same OptionInfo serves both commands)
+IMATRIX = typer.Option(None, "--imatrix", help="importance matrix (GGUF or legacy .dat) for the "
+                       "quantizers, as llama-quantize --imatrix")
+IMATRIX_TEXT = typer.Option(None, "--imatrix-text", help="compute the importance matrix on this "
+                            "text (512-token chunks, at least 1024 tokens) and use it")
+IMATRIX_OUT = typer.Option(None, "--imatrix-out", help="with --imatrix-text: also keep the "
+                           "matrix in this file (GGUF; legacy format if it ends in .dat)")
+INCLUDE_WEIGHTS = typer.Option([], "--include-weights", help="use only the matrix entries whose "
+                               "name contains this (repeatable)")
+EXCLUDE_WEIGHTS = typer.Option([], "--exclude-weights", help="drop the matrix entries whose name "
+                               "contains this (repeatable)")
+
+
+def imatrix_options(imatrix, imatrix_text, imatrix_out, include_weights, exclude_weights):
+    from tinyconvert.imatrix.apply import ImatrixOptions
+    return ImatrixOptions(imatrix, imatrix_text, imatrix_out, tuple(include_weights),
+                          tuple(exclude_weights))
