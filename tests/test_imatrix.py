@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.support.compare import llamacpp_tokenize
-from tests.support.imatrix_ref import llamacpp_imatrix
+from tests.support.imatrix_ref import llamacpp_chunks, llamacpp_imatrix
 from tests.test_tiny_models import make_tokenizer
 from tinyconvert.checks.tokenizer import tokenizer_for
 from tinyconvert.cli import app
@@ -59,9 +59,10 @@ def llama(tmp_path_factory):
 def test_matches_llamacpp_accumulation(model):
     ours = compute_imatrix(str(model / "f32.gguf"), TEXT, chunk_size=CHUNK, chunks=N_CHUNKS)
     ids = llamacpp_tokenize(model / "f32.gguf", TEXT, special=False)
-    assert tokenizer_for(open_source(model / "f32.gguf")).encode(TEXT) == ids   # same chunks
-    ch = make_chunks(ids, ids[0], CHUNK, N_CHUNKS)
-    ref = llamacpp_imatrix(model / "f32.gguf", ch.ids)
+    assert tokenizer_for(open_source(model / "f32.gguf")).encode(TEXT) == ids   # same tokens
+    chunks = llamacpp_chunks(model / "f32.gguf", TEXT, CHUNK, N_CHUNKS)
+    assert chunks == make_chunks(ids, 1, CHUNK, N_CHUNKS).ids     # BOS (id 1) in front of each
+    ref = llamacpp_imatrix(model / "f32.gguf", chunks)
     assert sorted(ours.entries) == sorted(ref.sums)
     for name, want in ref.sums.items():
         e = ours.entries[name]

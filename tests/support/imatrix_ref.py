@@ -99,6 +99,17 @@ class Collector:
                 counts[ex] += 1
 
 
+def llamacpp_chunks(gguf_path: Path, text: str, chunk_size: int, n_chunks: int) -> list[list[int]]:
+    """compute_imatrix's chunks from llama.cpp's own tokenizer (add_special, no parse_special):
+    the first token of each chunk replaced by BOS when the vocabulary adds one."""
+    llm = open_llama(gguf_path, vocab_only=True, verbose=False)
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+    bos = llm.token_bos() if llm.tokenize(b"", add_bos=True, special=False) else None
+    llm.close()
+    out = [ids[c * chunk_size:(c + 1) * chunk_size] for c in range(n_chunks)]
+    return [[bos, *c[1:]] if bos is not None else c for c in out]
+
+
 def llamacpp_imatrix(gguf_path: Path, chunks: list[list[int]], *,
                      process_output: bool = False) -> Collector:
     """Each chunk (BOS already in front) decoded as its own sequence at positions 0.., every

@@ -29,7 +29,8 @@ class Sums:
         if name not in self.sums:
             self.sums[name] = np.zeros((n_mat, x.shape[-1]))
             self.counts[name] = np.zeros(n_mat, dtype=np.int64)
-        sq = x.double().square().sum(0).numpy()
+        x64 = x.numpy().astype(np.float64)          # numpy: no torch thread-pool round trips
+        sq = np.einsum("ij,ij->j", x64, x64)
         if not np.isfinite(sq).all():
             raise FloatingPointError(f"non-finite activations reach {name}")
         self.sums[name][expert] += sq
