@@ -57,13 +57,14 @@ def llama(tmp_path_factory):
 
 
 def test_matches_llamacpp_accumulation(model):
-    ours = compute_imatrix(str(model / "f32.gguf"), TEXT, chunk_size=CHUNK, chunks=N_CHUNKS)
+    ours = compute_imatrix(str(model / "f32.gguf"), TEXT, chunk_size=CHUNK, chunks=N_CHUNKS,
+                           process_output=True)
     ids = llamacpp_tokenize(model / "f32.gguf", TEXT, special=False)
     assert tokenizer_for(open_source(model / "f32.gguf")).encode(TEXT) == ids   # same tokens
     chunks = llamacpp_chunks(model / "f32.gguf", TEXT, CHUNK, N_CHUNKS)
     assert chunks == make_chunks(ids, 1, CHUNK, N_CHUNKS).ids     # BOS (id 1) in front of each
-    ref = llamacpp_imatrix(model / "f32.gguf", chunks)
-    assert sorted(ours.entries) == sorted(ref.sums)
+    ref = llamacpp_imatrix(model / "f32.gguf", chunks, process_output=True)
+    assert sorted(ours.entries) == sorted(ref.sums) and "output.weight" in ref.sums
     for name, want in ref.sums.items():
         e = ours.entries[name]
         assert e.counts.tolist() == ref.counts[name].tolist(), name

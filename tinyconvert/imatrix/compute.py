@@ -59,7 +59,16 @@ def make_chunks(ids: list[int], bos: int | None, chunk_size: int, chunks: int | 
 def _bos(tok) -> int | None:
     """The BOS the tokenizer puts in front of a text, if it puts one (llama.cpp's add_bos)."""
     empty = tok.encode("")
-    return empty[0] if empty else None
+    return empty[0] if empty and empty[0] == tok.bos_id else None
+
+
+def _ids(tok, text: str) -> list[int]:
+    """llama.cpp's common_tokenize(add_special=true); llama-imatrix refuses vocabularies that
+    append EOS."""
+    if tok.eos_append is not None:
+        raise InputError("this vocabulary appends EOS to every text (an embedding model); "
+                         "llama-imatrix refuses it too")
+    return tok.encode(text)
 
 
 @torch.no_grad()
@@ -96,7 +105,7 @@ def compute_imatrix(model: str | Path, text: str, *, chunk_size: int = DEFAULT_C
         raise InputError("importance matrices are for transformer blocks; this model is a "
                          "state-space model")
     tok = tokenizer_for(src)
-    ch = make_chunks(tok.encode(text), _bos(tok), chunk_size, chunks, from_chunk)
+    ch = make_chunks(_ids(tok, text), _bos(tok), chunk_size, chunks, from_chunk)
     with _Progress(src.hparams.n_layer * len(ch.ids), quiet) as bar:
         rec = run_chunks(src, ch.ids, process_output=process_output, progress=bar.step)
     s = rec.sums
