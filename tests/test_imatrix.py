@@ -99,10 +99,10 @@ def test_gguf_file_as_gguf_py_reads_it(llama, tmp_path):
     assert names == [f"{n}{s}" for n in sorted(im.entries) for s in (".in_sum2", ".counts")]
     t = {t.name: t for t in r.tensors}
     e = im.entries["blk.1.ffn_down.weight"]
-    assert t["blk.1.ffn_down.weight.in_sum2"].shape.tolist() == [160, 1]
+    assert t["blk.1.ffn_down.weight.in_sum2"].shape.tolist() == [160]    # ggml drops ne1 = 1
     np.testing.assert_array_equal(t["blk.1.ffn_down.weight.in_sum2"].data.reshape(-1),
                                   e.sums.reshape(-1))
-    assert t["blk.1.ffn_down.weight.counts"].data.tolist() == [[2.0 * CHUNK]]
+    assert t["blk.1.ffn_down.weight.counts"].data.tolist() == [2.0 * CHUNK]
     back = files.read(tmp_path / "im.gguf")
     assert back.has_metadata and not back.is_legacy
     for n in im.entries:      # what llama-quantize would hand to the quantizers: sum / count
@@ -196,3 +196,17 @@ def test_cli_refusals(llama, tmp_path, args, message):
     assert r.exit_code == 2, r.output
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_gguf_bytes_equal_ggml_writer(llama, tmp_path):
+    """The file, byte for byte, as ggml's gguf writer makes it from the same entries (MoE-shaped
+    and partial entries included)."""
+    from tests.support.imatrix_ref import ggml_write_imatrix
+    im = compute_imatrix(str(llama / "f32.gguf"), TEXT, chunk_size=CHUNK, chunks=2,
+                         dataset="data/calib.txt")
+    im.entries["blk.9.ffn_up_exps.weight"] = files.Entry(
+        np.arange(12, dtype=np.float32).reshape(3, 4), np.array([5, 0, 7]))
+    files.write(im, tmp_path / "ours.gguf")
+    ggml_write_imatrix(tmp_path / "ggml.gguf", {n: (e.sums, e.counts) for n, e in im.entries.items()},
+                       im.datasets, im.chunk_count, im.chunk_size)
+    assert (tmp_path / "ours.gguf").read_bytes() == (tmp_path / "ggml.gguf").read_bytes()

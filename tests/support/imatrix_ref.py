@@ -168,3 +168,50 @@ def llamacpp_quantize_imatrix(src: Path, dst: Path, ftype: int, vectors: dict[st
     if keys:
         params.kv_overrides = kvs
     return L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+
+
+def ggml_write_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]],
+                       datasets: list[str], chunk_count: int, chunk_size: int) -> None:
+    """An imatrix GGUF written by ggml's own gguf writer (libggml-base), in the calls
+    IMatrixCollector::save_imatrix makes: the keys, then per sorted entry the F32 tensors
+    <name>.in_sum2 [n_cols, n_mat] and <name>.counts [1, n_mat]."""
+    import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+    lib = load_shared_library("ggml-base", Path(llama_cpp.__file__).parent / "lib")
+
+    class InitParams(ctypes.Structure):
+        _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p),
+                    ("no_alloc", ctypes.c_bool)]
+    P, S = ctypes.c_void_p, ctypes.c_char_p
+    for fn, res, args in [("ggml_init", P, [InitParams]), ("ggml_free", None, [P]),
+                          ("ggml_new_tensor_2d", ctypes.POINTER(GgmlTensor),
+                           [P, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]),
+                          ("ggml_set_name", P, [ctypes.POINTER(GgmlTensor), S]),
+                          ("gguf_init_empty", P, []), ("gguf_free", None, [P]),
+                          ("gguf_set_val_str", None, [P, S, S]),
+                          ("gguf_set_val_u32", None, [P, S, ctypes.c_uint32]),
+                          ("gguf_set_arr_str", None, [P, S, ctypes.POINTER(S), ctypes.c_size_t]),
+                          ("gguf_add_tensor", None, [P, ctypes.POINTER(GgmlTensor)]),
+                          ("gguf_write_to_file", ctypes.c_bool, [P, S, ctypes.c_bool])]:
+        getattr(lib, fn).restype, getattr(lib, fn).argtypes = res, args
+    size = sum(s.nbytes + c.nbytes + 2048 for s, c in entries.values()) + 4096
+    ctx, g = lib.ggml_init(InitParams(size, None, False)), lib.gguf_init_empty()
+    lib.gguf_set_val_str(g, b"general.type", b"imatrix")
+    names = (S * len(datasets))(*[d.encode() for d in datasets])
+    lib.gguf_set_arr_str(g, b"imatrix.datasets", names, len(datasets))
+    lib.gguf_set_val_u32(g, b"imatrix.chunk_count", chunk_count)
+    lib.gguf_set_val_u32(g, b"imatrix.chunk_size", chunk_size)
+    for name in sorted(entries):
+        sums, counts = entries[name]
+        for suffix, arr, ne in ((".in_sum2", sums, (sums.shape[1], sums.shape[0])),
+                                (".counts", counts, (1, counts.size))):
+            t = lib.ggml_new_tensor_2d(ctx, 0, *ne)
+            lib.ggml_set_name(t, (name + suffix).encode())
+            data = np.ascontiguousarray(arr, dtype=np.float32)
+            ctypes.memmove(t.contents.data, data.ctypes.data, data.nbytes)
+            lib.gguf_add_tensor(g, t)
+    ok = lib.gguf_write_to_file(g, str(path).encode(), False)
+    lib.gguf_free(g)
+    lib.ggml_free(ctx)
+    if not ok:
+        raise RuntimeError("gguf_write_to_file failed")

@@ -82,10 +82,17 @@ def _write_gguf(im: Imatrix, fh) -> None:
         n_mat, n_cols = e.sums.shape
         arrays += [(name + SUMS, (n_cols, n_mat), e.sums.astype(np.float32)),
                    (name + COUNTS, (1, n_mat), e.counts.astype(np.float32))]
-    write_header(fh, [OutTensor(n, ne, 0, a.nbytes) for n, ne, a in arrays], entries)
+    write_header(fh, [OutTensor(n, _n_dims(ne), 0, a.nbytes) for n, ne, a in arrays], entries)
     for _, _, a in arrays:
         fh.write(a.tobytes())
         fh.write(bytes(-fh.tell() % gf.DEFAULT_ALIGNMENT))
+
+
+def _n_dims(ne: tuple[int, ...]) -> tuple[int, ...]:
+    """ggml_n_dims: trailing 1s are not written (a dense entry's sums are 1-D in the file)."""
+    while len(ne) > 1 and ne[-1] == 1:
+        ne = ne[:-1]
+    return ne
 
 
 def _write_dat(im: Imatrix, fh) -> None:
