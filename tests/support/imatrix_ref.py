@@ -76,14 +76,15 @@ class Collector:
         return self.sums[name], self.counts[name]
 
     def _mul_mat(self, name: str, src0: GgmlTensor, src1: GgmlTensor) -> None:
-        n_mat = src0.ne[2] * src0.ne[3]
-        acc, counts = self._entry(name, n_mat, src1.ne[0])
+        """Dense: n_mat * ne0 values side by side and one count (as the file stores them)."""
+        n_mat, ne0 = src0.ne[2] * src0.ne[3], src1.ne[0]
+        acc, counts = self._entry(name, 1, n_mat * ne0)
         x = _view(src1, np.float32)
         for i3 in range(src1.ne[3]):
             for i2 in range(src1.ne[2]):
                 mat = (i3 % src0.ne[3]) * src0.ne[2] + (i2 % src0.ne[2])
                 for row in x[i3, i2]:             # float32, one token after another
-                    acc[mat] += row * row
+                    acc[0, mat * ne0:(mat + 1) * ne0] += row * row
         counts[0] += (src1.ne[1] * src1.ne[2] * src1.ne[3]) // n_mat
 
     def _mul_mat_id(self, name: str, src0: GgmlTensor, src1: GgmlTensor,

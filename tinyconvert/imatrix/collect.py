@@ -91,6 +91,11 @@ class RecordingWeights:
             self._cache[name] = w
         return self._cache[name]
 
+    def plain(self, name: str):
+        """The same weight, recording nothing."""
+        w = self(name)
+        return _plain(w) if isinstance(w, _Tagged) else w
+
     def forget(self, prefix: str) -> None:
         for name in [n for n in self._cache if n.startswith(prefix)]:
             del self._cache[name]

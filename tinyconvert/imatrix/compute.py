@@ -75,13 +75,18 @@ def _ids(tok, text: str) -> list[int]:
 def run_chunks(src, chunks: list[list[int]], *, process_output: bool = False,
                progress=None) -> RecordingWeights:
     """Runs every chunk through the model, layer by layer; returns the recorder."""
+    from tinyconvert.imatrix import mla
     from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
+    from tinyconvert.runtime.norms import norm
     hp, get = src.hparams, RecordingWeights(src.get, process_output)
     T = len(chunks[0])
     ropes = rope_tables(hp, get, 0, T)
     hs = [embed(hp, get, ids) for ids in chunks]
     for i in range(hp.n_layer):
         for c, h in enumerate(hs):
+            if mla.is_mla(get, i):          # the absorbed-attention inputs llama.cpp multiplies
+                xn = norm(hp, get.plain, f"blk.{i}.attn_norm", h)
+                mla.record(get.sums, hp, get.plain, i, xn, *ropes[i])
             hs[c] = block(hp, get, i, h, *ropes[i])
             if progress is not None:
                 progress(i, c)
