@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinyconvert.formats.errors import InputError
+
 
 class Sums:
     """name -> (float64 sums [n_mat, n_cols], int64 counts [n_mat])."""
@@ -31,8 +33,9 @@ class Sums:
             self.counts[name] = np.zeros(n_mat, dtype=np.int64)
         x64 = x.numpy().astype(np.float64)          # numpy: no torch thread-pool round trips
         sq = np.einsum("ij,ij->j", x64, x64)
-        if not np.isfinite(sq).all():
-            raise FloatingPointError(f"non-finite activations reach {name}")
+        if not np.isfinite(sq).all():            # llama-imatrix stops here too
+            raise InputError(f"non-finite activations reach {name}: the model overflows on "
+                             f"this text")
         self.sums[name][expert] += sq
         self.counts[name][expert] += x.shape[0]
 
