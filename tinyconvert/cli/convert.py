@@ -9,6 +9,8 @@ import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 from tinyconvert.cli.split import DRY_HELP, SIZE_HELP, TENSORS_HELP, print_plan, shards_note
+from tinyconvert.cli.imatrix import (EXCLUDE_WEIGHTS, IMATRIX, IMATRIX_OUT, IMATRIX_TEXT,
+                                     INCLUDE_WEIGHTS, imatrix_options)
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
@@ -34,6 +36,11 @@ def hf2gguf_cmd(
     split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors",
                                                     help=TENSORS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
+    imatrix: Optional[Path] = IMATRIX,
+    imatrix_text: Optional[Path] = IMATRIX_TEXT,
+    imatrix_out: Optional[Path] = IMATRIX_OUT,
+    include_weights: list[str] = INCLUDE_WEIGHTS,
+    exclude_weights: list[str] = EXCLUDE_WEIGHTS,
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -51,7 +58,9 @@ def hf2gguf_cmd(
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
                   powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
                   split_max_size=split_max_size, split_max_tensors=split_max_tensors,
-                  dry_run=dry_run)
+                  dry_run=dry_run,
+                  imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
+                                          include_weights, exclude_weights))
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _print_fallbacks(res.fallbacks)
@@ -147,6 +156,11 @@ def quantize_cmd(
     split_max_tensors: Optional[int] = typer.Option(None, "--split-max-tensors",
                                                     help=TENSORS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_HELP),
+    imatrix: Optional[Path] = IMATRIX,
+    imatrix_text: Optional[Path] = IMATRIX_TEXT,
+    imatrix_out: Optional[Path] = IMATRIX_OUT,
+    include_weights: list[str] = INCLUDE_WEIGHTS,
+    exclude_weights: list[str] = EXCLUDE_WEIGHTS,
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -166,7 +180,9 @@ def quantize_cmd(
     res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
                    threads=threads, allow_requantize=allow_requantize, quiet=quiet,
                    tmac=tmac_opts, split_max_size=split_max_size,
-                   split_max_tensors=split_max_tensors, dry_run=dry_run)
+                   split_max_tensors=split_max_tensors, dry_run=dry_run,
+                   imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
+                                           include_weights, exclude_weights))
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _report_quantize(res, quiet or as_json)

@@ -19,6 +19,7 @@ class Target:
     int8_group: int | None = None
     options: Options = field(default_factory=Options)
     tmac: TmacSpec | None = None             # T-MAC lookup-table types instead of the mix
+    imatrix: object = None                   # tinyconvert.imatrix.apply.ImatrixData
 
     @property
     def file_type(self) -> int:
@@ -50,7 +51,9 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
             out.append(replace(p, read_rows=raw_readers[name], src_dtype="RAW"))
         else:
             out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted))
-    return out
+    from tinyconvert.imatrix.apply import attach
+    return attach(out, target.imatrix, target.mix,
+                  lambda p: allows_quantization(p.name, len(p.shape), target.options))
 
 
 def decoded(p: PlannedTensor) -> PlannedTensor:

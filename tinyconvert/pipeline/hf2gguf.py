@@ -84,15 +84,20 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
             model_name: str | None = None, target=None, threads: int = 1,
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
             dense_relu: bool = False, split_max_size: str | None = None,
-            split_max_tensors: int | None = None, dry_run: bool = False) -> ConvertResult:
+            split_max_tensors: int | None = None, dry_run: bool = False,
+            imatrix=None) -> ConvertResult:
     """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act).
     split_max_size / split_max_tensors: llama.cpp's split layout (OUT-00001-of-0000N.gguf).
-    dry_run: plan only (result.plan), nothing written."""
+    dry_run: plan only (result.plan), nothing written.
+    imatrix: tinyconvert.imatrix.apply.ImatrixOptions, for a quantized outtype."""
     from tinyconvert.formats.gguf_split import make_rule
     rule = make_rule(split_max_size, split_max_tensors)
     outtype = outtype.lower()
+    if imatrix is not None and imatrix.given:
+        from tinyconvert.imatrix.apply import target_for
+        target = target_for(model, outtype, target, imatrix, quiet)
     if target is None and (spec := spec_from_name(outtype)) is not None:
         from tinyconvert.pipeline.assign import Target
         target = Target("f16", tmac=spec)
@@ -152,6 +157,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         for key, (vtype, value) in file_keys(target.tmac).items():
             writer.add_key_value(key, value, gguf.GGUFValueType(vtype))
     add_vocab(writer, vocab)
+    if target is not None and target.imatrix is not None:
+        from tinyconvert.imatrix.apply import file_keys as imatrix_keys
+        for key, vtype, value in imatrix_keys(target.imatrix):
+            writer.add_key_value(key, value, gguf.GGUFValueType(vtype))
     if dense_relu:
         from tinyconvert.powerinfer.pwri import ACT_KEY
         writer.add_string(ACT_KEY, "drelu" if cfg.arch.name == "bamboo" else "relu")

@@ -65,6 +65,7 @@ class Options:
     token_embedding_type: str | None = None
     leave_output_tensor: bool = False
     tensor_types: tuple[tuple[str, str], ...] = ()     # (regex, type), first match wins
+    has_imatrix: bool = False          # llama.cpp's qs.has_imatrix: a non-empty matrix is given
 
 
 # llama-quant.cpp: the mixes whose attn_output an eight-expert model bumps to Q5_K
@@ -165,12 +166,14 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
             new = "q6_k" if i < n // 16 else "q5_k" if use_more_bits(i, n) else "q4_k"
         elif mix == "q4_k_m":
             new = "q6_k" if use_more_bits(i, n) else new
-        elif i < n // 8 and mix == "iq4_nl":
+        elif i < n // 8 and mix == "iq4_nl" and not opts.has_imatrix:
             new = "q5_k"
         elif mix == "q5_k_m" and use_more_bits(i, n):
             new = "q6_k"
         elif mix == "q4_k_s" and not falcon and i < n // 8:
             new = "q5_k"
+        elif mix in ("q4_0", "q5_0") and opts.has_imatrix and i < n // 8:
+            new = "q4_1" if mix == "q4_0" else "q5_1"     # llama.cpp's guard, imatrix only
         st.i_down += 1
     elif cat == "attn_output" and falcon:
         new = "q4_k" if mix == "q3_k_l" else new

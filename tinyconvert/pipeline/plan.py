@@ -2,7 +2,7 @@
 header alone, before any data is read, so the GGUF header can be written first."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -31,6 +31,8 @@ class PlannedTensor:
     src_dtype: str                # "F32", "F16" or "BF16" (uint16 bits)
     align: int = 1                # chunks start and end on multiples of this many rows
     fallback_from: str | None = None   # requested type that could not hold this row length
+    # [n_mat, n_per_row] importance matrix its quantizer gets (tinyconvert.imatrix.apply)
+    imatrix: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def n_rows(self) -> int:

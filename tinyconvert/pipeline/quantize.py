@@ -26,6 +26,7 @@ from tinyconvert.quant import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
 from tinyconvert.pipeline.stream import stream_tensors
 from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
+from tinyconvert.imatrix.apply import KEYS as IMATRIX_KEYS, file_keys as imatrix_keys, with_imatrix
 
 BITS = {8: "q8_0", 4: "q4_0"}
 
@@ -169,11 +170,14 @@ def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int 
              group_size: int | None = None, options: Options = Options(), threads: int = 2,
              allow_requantize: bool = False, quiet: bool = False,
              tmac: TmacOptions | None = None, split_max_size: str | None = None,
-             split_max_tensors: int | None = None, dry_run: bool = False) -> QuantizeResult:
-    """split_max_size / split_max_tensors: llama.cpp's split layout; dry_run: plan only."""
+             split_max_tensors: int | None = None, dry_run: bool = False,
+             imatrix=None) -> QuantizeResult:
+    """split_max_size / split_max_tensors: llama.cpp's split layout; dry_run: plan only.
+    imatrix: tinyconvert.imatrix.apply.ImatrixOptions (--imatrix FILE, --imatrix-text, ...)."""
     from tinyconvert.formats.gguf_split import make_rule
     rule = make_rule(split_max_size, split_max_tensors)
-    target = resolve_target(qtype, bits, group_size, options, tmac)
+    target = with_imatrix(resolve_target(qtype, bits, group_size, options, tmac), str(inp),
+                          imatrix, quiet)
     out = Path(out)
     if not Path(inp).is_file():
         from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -236,7 +240,8 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start,
 
 
 def _entries(f, target: Target) -> list[bytes]:
-    entries = copy_entries(getattr(f, "first", f), DROPPED_KEYS)
+    entries = copy_entries(getattr(f, "first", f),
+                           DROPPED_KEYS + (IMATRIX_KEYS if target.imatrix is not None else ()))
     entries.append(encode_entry("general.quantization_version", gf.U32, 2))
     entries.append(encode_entry("general.file_type", gf.U32, target.file_type))
     if target.int8_group:
@@ -244,4 +249,6 @@ def _entries(f, target: Target) -> list[bytes]:
     if target.tmac:
         entries += [encode_entry(key, vtype, value)
                     for key, (vtype, value) in file_keys(target.tmac).items()]
+    if target.imatrix is not None:           # replaced, at the end, as llama-quantize does
+        entries += [encode_entry(*kv) for kv in imatrix_keys(target.imatrix)]
     return entries

@@ -23,6 +23,9 @@ def chunks(p: PlannedTensor, threads: int = 1):
 
 
 def _encode(p: PlannedTensor, r0: int, r1: int) -> np.ndarray:
+    if p.imatrix is not None:                # per-expert vectors: tinyconvert.imatrix.apply
+        from tinyconvert.imatrix.apply import encode
+        return encode(p, r0, r1)
     return encode_rows(p.read_rows(r0, r1), p.src_dtype, p.qtype)
 
 
