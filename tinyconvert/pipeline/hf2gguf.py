@@ -79,10 +79,12 @@ def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
             model_name: str | None = None, target=None, threads: int = 1,
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
-            dense_relu: bool = False) -> ConvertResult:
+            dense_relu: bool = False, plans: list | None = None) -> ConvertResult:
     """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
-    FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
+    FFN with SiLU, so the file records the activation in tinyconvert.ffn_act).
+    plans: plan only: (writer with the header, planned) is appended to it, nothing is written
+    (pipeline/ladder.py writes several plans in one pass; n_bytes is then 0)."""
     outtype = outtype.lower()
     if target is None and (spec := spec_from_name(outtype)) is not None:
         from tinyconvert.pipeline.assign import Target
@@ -149,7 +151,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         from tinyconvert.powerinfer.pwri import THRESHOLD_KEY
         writer.add_float32(THRESHOLD_KEY, float(sparse_threshold))
 
-    n_bytes = _write(writer, planned, out, quiet, threads, powerinfer is not None)
+    if plans is not None:
+        plans.append((writer, planned))
+    n_bytes = 0 if plans is not None else _write(writer, planned, out, quiet, threads,
+                                                 powerinfer is not None)
     fallbacks = [(p.name, p.fallback_from, p.qtype.name) for p in planned if p.fallback_from]
     bytes_in = sum(math.prod(r.shape) * (4 if r.dtype == "F32" else 2)
                    for r in records)
