@@ -238,6 +238,10 @@ def test_output_folder_must_be_a_folder(model, tmp_path):
     res = CliRunner().invoke(app, ["hf2gguf", str(model), "-o", str(tmp_path / "no" / "o"),
                                    "-t", "f16", "-t", "q8_0"])
     assert res.exit_code == 2 and "does not exist" in res.output
+    res = CliRunner().invoke(app, ["hf2gguf", str(model), "-o", str(tmp_path / "o.gguf"),
+                                   "-t", "f16", "-t", "q8_0"])
+    assert res.exit_code == 2 and "names a folder" in res.output
+    assert not (tmp_path / "o.gguf").exists()
     res = CliRunner().invoke(app, ["hf2gguf", str(model), "-o", str(tmp_path / "o"), "-t",
                                    "f16", "-t", "q8_0", "--dense-relu"])
     assert res.exit_code == 2 and "--dense-relu makes one file" in res.output

@@ -63,6 +63,9 @@ def prepare_outdir(outdir: Path) -> bool:
         raise InputError(f"{outdir}: is a file; with several types -o names a folder")
     if outdir.is_dir():
         return False
+    if outdir.suffix.lower() == ".gguf":
+        raise InputError(f"{outdir}: with several types -o names a folder (the files are named "
+                         f"<model>-<TYPE>.gguf in it), not a .gguf file")
     if not outdir.parent.is_dir():
         raise InputError(f"{outdir}: its parent folder {outdir.parent} does not exist")
     outdir.mkdir()
