@@ -6,13 +6,19 @@ from pathlib import Path
 from tinyconvert.formats.errors import InputError
 
 
-def plot_report(report, path: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot on a file backend, imported only when a plot is asked for."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise InputError("--plot needs matplotlib: pip install 'tinyconvert[plot]'") from None
+    return plt
+
+
+def plot_report(report, path: Path) -> None:
+    plt = pyplot()
     import numpy as np
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     if report.layers:

@@ -85,15 +85,37 @@ class SparseCounter:
 
 def _lockstep(ref: ModelSource, cand: ModelSource, ids: list[int], observe=None, on_route=None):
     """Both models, one layer at a time (two layers' weights in memory at most)."""
-    hr, hc = (embed(m.hparams, m.get, ids) for m in (ref, cand))
+    lr, (lc,), (layers,) = lockstep_many(ref, [cand], ids, [observe], [on_route])
+    return lr, lc, layers
+
+
+def lockstep_many(ref: ModelSource, cands: list[ModelSource], ids: list[int], observe=None,
+                  on_route=None):
+    """The reference and every candidate, one layer at a time (one layer's weights of each in
+    memory): the reference runs once however many candidates there are. observe, on_route: one
+    per candidate. -> (reference logits, [candidate logits], [per-layer errors per candidate])"""
+    observe, on_route = observe or [None] * len(cands), on_route or [None] * len(cands)
+    hr, hcs = embed(ref.hparams, ref.get, ids), [embed(c.hparams, c.get, ids) for c in cands]
     rr = rope_tables(ref.hparams, ref.get, 0, len(ids))
-    rc = rope_tables(cand.hparams, cand.get, 0, len(ids))
-    layers = []
+    rcs = [rope_tables(c.hparams, c.get, 0, len(ids)) for c in cands]
+    layers = [[] for _ in cands]
     for i in range(ref.hparams.n_layer):
         hr = block(ref.hparams, ref.get, i, hr, *rr[i])
-        hc = block(cand.hparams, cand.get, i, hc, *rc[i], observe=observe, on_route=on_route)
-        layers.append(metrics.relative_error(hr, hc))
-    return output_logits(ref.hparams, ref.get, hr), output_logits(cand.hparams, cand.get, hc), layers
+        for k, c in enumerate(cands):
+            hcs[k] = block(c.hparams, c.get, i, hcs[k], *rcs[k][i], observe=observe[k],
+                           on_route=on_route[k])
+            layers[k].append(metrics.relative_error(hr, hcs[k]))
+    return (output_logits(ref.hparams, ref.get, hr),
+            [output_logits(c.hparams, c.get, h) for c, h in zip(cands, hcs)], layers)
+
+
+def _forward(model: ModelSource, ids: list[int]) -> torch.Tensor:
+    """One model's logits, alone."""
+    h = embed(model.hparams, model.get, ids)
+    ropes = rope_tables(model.hparams, model.get, 0, len(ids))
+    for i in range(model.hparams.n_layer):
+        h = block(model.hparams, model.get, i, h, *ropes[i])
+    return output_logits(model.hparams, model.get, h)
 
 
 def _runtime_pair(ref: ModelSource, cand: ModelSource, ids: list[int], hf_logits, observe,
@@ -207,6 +229,24 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
             runtime_parts.append(metrics.token_stats(lr, lc, part))
             lc = _llamacpp_logits(cand.path, part)
         parts.append(metrics.token_stats(lr, lc, part))
+    sparse = None
+    if counter is not None and skip_parts:
+        skip = metrics.summarize(skip_parts)
+        sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
+                  "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
+    return build_report(ref, cand, ids, all_ids, text, chunk, parts, layer_sums,
+                        max_kld=max_kld, engine=engine, reference_engine=reference_engine,
+                        runtime_parts=runtime_parts, sparse=sparse, routes=routes)
+
+
+def build_report(ref: ModelSource, cand: ModelSource, ids: list[int], all_ids: list[int],
+                 text: str, chunk: int, parts: list[dict], layer_sums: list, *,
+                 max_kld: float | None = None, engine: str = "runtime",
+                 reference_engine: str = "runtime", runtime_parts=(), sparse=None, routes=None,
+                 ref_logits: list | None = None) -> VerifyReport:
+    """The statistics of one candidate's token stats (parts, one per chunk), its limit and
+    verdict. ref_logits: the reference's logits per chunk, when kept (verify_ladder), so that
+    judging against the requantized reference does not run the reference again."""
     stats = metrics.summarize(parts)
     kld_values = stats.pop("kld_values")
     if runtime_parts:
@@ -214,12 +254,7 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     layers = [sum(col) / len(col) for col in zip(*layer_sums)] if any(layer_sums) else []
     lim = default_limit(cand.fields, cand.path, engine=engine)
     limit, why, judged = (max_kld, "--max-kld", "kld_mean") if max_kld is not None else \
-        _judge(ref, cand, ids, chunk, stats, lim)
-    sparse = None
-    if counter is not None and skip_parts:
-        skip = metrics.summarize(skip_parts)
-        sparse = {**counter.report(), "threshold": cand.hparams.sparse_threshold,
-                  "kld_mean_from_skipping": skip["kld_mean"], "kld_max_from_skipping": skip["kld_max"]}
+        _judge(ref, cand, ids, chunk, stats, lim, ref_logits)
     chat = []
     if ref.kind == "hf":
         from tinyconvert.checks.chat import check_against_hf
@@ -230,7 +265,7 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
 
 
 def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, stats: dict,
-           lim) -> tuple[float, str, str]:
+           lim, ref_logits: list | None = None) -> tuple[float, str, str]:
     """(limit, why, statistic judged). A drift within what the type usually costs passes; above
     it, the file is held against the reference quantized at its own tensor types, which a file
     exactly as llama-quantize makes it matches and a broken file exceeds by far."""
@@ -241,9 +276,13 @@ def _judge(ref: ModelSource, cand: ModelSource, ids: list[int], chunk: int, stat
         return lim.value, lim.why, "kld_mean"
     # against our own reading of the checkpoint, never transformers: the yardstick measures what
     # the types (and llama.cpp's computation) cost, so a fault in our tables cannot hide in it
-    parts = [metrics.token_stats(*_lockstep(ref, yard, ids[c0:c0 + chunk])[:2],
-                                 ids[c0:c0 + chunk])
-             for c0 in range(0, len(ids), chunk) if len(ids[c0:c0 + chunk]) >= 2]
+    starts = [c0 for c0 in range(0, len(ids), chunk) if len(ids[c0:c0 + chunk]) >= 2]
+    if ref_logits is not None:
+        parts = [metrics.token_stats(lr, _forward(yard, ids[c0:c0 + chunk]), ids[c0:c0 + chunk])
+                 for lr, c0 in zip(ref_logits, starts)]
+    else:
+        parts = [metrics.token_stats(*_lockstep(ref, yard, ids[c0:c0 + chunk])[:2],
+                                     ids[c0:c0 + chunk]) for c0 in starts]
     cost = metrics.summarize(parts)["kld_mean"]
     stats["kld_mean_requantized_reference"] = cost
     return (RELATIVE_MARGIN * cost + FLOOR,

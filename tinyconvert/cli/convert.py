@@ -14,15 +14,18 @@ from tinyconvert.cli.imatrix import (EXCLUDE_WEIGHTS, IMATRIX, IMATRIX_OUT, IMAT
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
+PLOT_HELP = "with several types: draw KL divergence against file size to this PNG"
 
 
 @cli_errors
 def hf2gguf_cmd(
     model: str = typer.Argument(..., help="HF checkpoint folder or hub repo id (org/name)"),
-    out: Path = typer.Option(..., "-o", "--out", help="output .gguf path"),
-    outtype: str = typer.Option("auto", "--outtype",
-                                help="f32, f16, bf16, q8_0, auto (bf16 or f16 from the tensors), "
-                                "or any quantize type or mix, e.g. q4_k_m"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .gguf path (a folder with "
+                             "several types)"),
+    outtype: list[str] = typer.Option([], "--outtype", "-t",
+                                      help="f32, f16, bf16, q8_0, auto (bf16 or f16 from the "
+                                      "tensors, the default), or any quantize type or mix, e.g. "
+                                      "q4_k_m; repeat it for a ladder in one pass"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="override general.name"),
     powerinfer: bool = typer.Option(False, "--powerinfer", help="write PowerInfer's sparse PWRI "
                                     "file for a ReLU model (needs --predictor)"),
@@ -44,6 +47,7 @@ def hf2gguf_cmd(
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help=PLOT_HELP),
 ):
     """Convert a Hugging Face checkpoint to GGUF.
 
@@ -55,7 +59,17 @@ def hf2gguf_cmd(
         raise InputError("--powerinfer and --predictor DIR go together")
     if sparse_threshold is not None and not powerinfer:
         raise InputError("--sparse-threshold goes with --powerinfer")
-    res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
+    from tinyconvert.cli.ladder import check_ladder_options, hf2gguf_ladder_cmd
+    check_ladder_options(len(outtype), plot, no_verify, **{
+        "--powerinfer": powerinfer, "--dense-relu": dense_relu, "--dry-run": dry_run,
+        "--split-max-size": split_max_size is not None,
+        "--split-max-tensors": split_max_tensors is not None,
+        "--imatrix": imatrix is not None, "--imatrix-text": imatrix_text is not None})
+    if len(outtype) > 1:
+        return hf2gguf_ladder_cmd(model, out, outtype, model_name=model_name,
+                                  no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot)
+    res = hf2gguf(model, out, outtype=(outtype or ["auto"])[0].lower(), quiet=quiet,
+                  model_name=model_name,
                   powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
                   split_max_size=split_max_size, split_max_tensors=split_max_tensors,
                   dry_run=dry_run,
@@ -122,9 +136,10 @@ def _post_verify(reference: str, candidate: Path, echo: bool = True):
 @cli_errors
 def quantize_cmd(
     inp: str = typer.Argument(..., metavar="IN", help="GGUF file or HF checkpoint folder / hub id"),
-    out: Path = typer.Option(..., "-o", "--out", help="output .gguf path"),
-    qtype: Optional[str] = typer.Option(None, "--type", "-t", help="q4_k_m, q8_0, q6_k, ... "
-                                        "(a llama.cpp type or mix)"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .gguf path (a folder with "
+                             "several types)"),
+    qtype: list[str] = typer.Option([], "--type", "-t", help="q4_k_m, q8_0, q6_k, ... (a "
+                                    "llama.cpp type or mix); repeat it for a ladder in one pass"),
     bits: Optional[int] = typer.Option(None, "-b", "--bits", help="8 (q8_0, or grouped INT8 "
                                        "with --group-size) or 4 (q4_0)"),
     group_size: Optional[int] = typer.Option(None, "--group-size", help="with -b 8: 64, 128 or "
@@ -164,6 +179,7 @@ def quantize_cmd(
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help=PLOT_HELP),
 ):
     """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
     from tinyconvert.formats.errors import InputError
@@ -177,8 +193,18 @@ def quantize_cmd(
     opts = Options(pure, output_tensor_type and output_tensor_type.lower(),
                    token_embedding_type and token_embedding_type.lower(), leave_output_tensor,
                    _tensor_types(tensor_type))
-    res = quantize(inp, out, qtype=qtype, bits=bits, group_size=group_size, options=opts,
-                   threads=threads, allow_requantize=allow_requantize, quiet=quiet,
+    from tinyconvert.cli.ladder import check_ladder_options, quantize_ladder_cmd
+    check_ladder_options(len(qtype), plot, no_verify, **{
+        "-b": bits is not None, "--tmac": tmac, "--group-size": group_size is not None,
+        "--dry-run": dry_run, "--split-max-size": split_max_size is not None,
+        "--split-max-tensors": split_max_tensors is not None,
+        "--imatrix": imatrix is not None, "--imatrix-text": imatrix_text is not None})
+    if len(qtype) > 1:
+        return quantize_ladder_cmd(inp, out, qtype, options=opts, threads=threads,
+                                   allow_requantize=allow_requantize, no_verify=no_verify,
+                                   quiet=quiet, as_json=as_json, plot=plot)
+    res = quantize(inp, out, qtype=(qtype or [None])[0], bits=bits, group_size=group_size,
+                   options=opts, threads=threads, allow_requantize=allow_requantize, quiet=quiet,
                    tmac=tmac_opts, split_max_size=split_max_size,
                    split_max_tensors=split_max_tensors, dry_run=dry_run,
                    imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,

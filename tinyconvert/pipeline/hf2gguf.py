@@ -85,13 +85,15 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
             dense_relu: bool = False, split_max_size: str | None = None,
             split_max_tensors: int | None = None, dry_run: bool = False,
-            imatrix=None) -> ConvertResult:
+            imatrix=None, plans: list | None = None) -> ConvertResult:
     """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act).
     split_max_size / split_max_tensors: llama.cpp's split layout (OUT-00001-of-0000N.gguf).
     dry_run: plan only (result.plan), nothing written.
-    imatrix: tinyconvert.imatrix.apply.ImatrixOptions, for a quantized outtype."""
+    imatrix: tinyconvert.imatrix.apply.ImatrixOptions, for a quantized outtype.
+    plans: plan only: (writer with the header, planned) is appended to it, nothing is written
+    (pipeline/ladder.py writes several plans in one pass; n_bytes is then 0)."""
     from tinyconvert.formats.gguf_split import make_rule
     rule = make_rule(split_max_size, split_max_tensors)
     outtype = outtype.lower()
@@ -168,11 +170,16 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         from tinyconvert.powerinfer.pwri import THRESHOLD_KEY
         writer.add_float32(THRESHOLD_KEY, float(sparse_threshold))
 
+    if plans is not None:
+        if rule is not None:
+            raise InputError("a ladder (several types) cannot be split yet: convert each type "
+                             "with --split-max-size, or split the outputs with tinyconvert split")
+        plans.append((writer, planned))
     from tinyconvert.pipeline.shards import plan_planned, write_planned, writer_entries
     plan = plan_planned(out, writer_entries(writer), planned, rule=rule,
                         alignment=writer.data_alignment, magic=b"PWRI" if powerinfer else b"GGUF")
-    if dry_run:
-        n_bytes = plan.total
+    if dry_run or plans is not None:
+        n_bytes = plan.total if dry_run else 0
     elif plan.split:
         n_bytes = write_planned(plan, planned, quiet=quiet, threads=threads)
     else:

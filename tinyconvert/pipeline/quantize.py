@@ -144,18 +144,22 @@ def gguf_plan(f, fd: int | None = None):
             return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, row_bytes)
 
         def rows(r0, r1, cur=cur, raw_rows=raw_rows):
-            data = raw_rows(r0, r1)
-            if cur.name == "f32":
-                return data.view(np.float32)
-            if cur.name == "f16":
-                return data.view(np.float16)
-            if cur.name == "bf16":
-                return data.view(np.uint16)
-            return cur.dequantize(np.ascontiguousarray(data))
+            return decode_rows(cur, raw_rows(r0, r1))
         src = {"f32": "F32", "f16": "F16", "bf16": "BF16"}.get(cur.name, "F32")
         planned.append(PlannedTensor(t.name, t.shape, cur, rows, src))
         raw[t.name] = raw_rows
     return planned, raw
+
+
+def decode_rows(cur, data: np.ndarray) -> np.ndarray:
+    """Stored rows (uint8) of type cur -> rows in the plan's source dtype."""
+    if cur.name == "f32":
+        return data.view(np.float32)
+    if cur.name == "f16":
+        return data.view(np.float16)
+    if cur.name == "bf16":
+        return data.view(np.uint16)
+    return cur.dequantize(np.ascontiguousarray(data))
 
 
 def _shape(f: gf.GgufFile) -> ModelShape:
@@ -207,12 +211,7 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start,
                    dry_run=False):
     planned, raw = gguf_plan(f)
     final = assign(planned, target, _shape(f), raw)
-    quantized = set(quantized_inputs(planned))
-    requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in quantized]
-    if requant and not allow_requantize:
-        raise InputError(f"{inp} is already quantized (e.g. {requant[0]} is "
-                         f"{next(p.qtype.name for p in planned if p.name == requant[0])}); "
-                         f"requantizing loses quality: pass --allow-requantize to do it anyway")
+    requant = refuse_requantize(inp, planned, final, allow_requantize)
     entries = _entries(f, target)
     tensors = [OutTensor(p.name, tuple(reversed(p.shape)) or (1,), p.qtype.ggml_id,
                          p.qtype.nbytes(p.shape)) for p in final]
@@ -237,6 +236,17 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start,
                           [(p.name, p.fallback_from, p.qtype.name) for p in final
                            if p.fallback_from], len(requant), target.int8_group,
                           target.tmac and target.tmac.name, plan=plan, dry_run=dry_run)
+
+
+def refuse_requantize(inp, planned, final, allow_requantize: bool) -> list[str]:
+    """The tensors final requantizes; an error unless allowed."""
+    quantized = set(quantized_inputs(planned))
+    requant = [p.name for p in final if p.src_dtype != "RAW" and p.name in quantized]
+    if requant and not allow_requantize:
+        raise InputError(f"{inp} is already quantized (e.g. {requant[0]} is "
+                         f"{next(p.qtype.name for p in planned if p.name == requant[0])}); "
+                         f"requantizing loses quality: pass --allow-requantize to do it anyway")
+    return requant
 
 
 def _entries(f, target: Target) -> list[bytes]:
