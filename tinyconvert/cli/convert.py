@@ -29,6 +29,10 @@ def hf2gguf_cmd(
                                                      help="powerinfer.sparse_threshold"),
     dense_relu: bool = typer.Option(False, "--dense-relu", help="write a ReLU model as a plain "
                                     "GGUF for attach-predictor (llama.cpp cannot run it right)"),
+    lora: list[str] = typer.Option([], "--lora", help="PEFT LoRA adapter (folder or hub id) "
+                                   "merged into the weights; repeatable"),
+    lora_scale: list[float] = typer.Option([], "--lora-scale", help="scale for all adapters, or "
+                                           "one per --lora (default 1)"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -44,7 +48,8 @@ def hf2gguf_cmd(
     if sparse_threshold is not None and not powerinfer:
         raise InputError("--sparse-threshold goes with --powerinfer")
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
-                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
+                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
+                  lora=lora, lora_scale=lora_scale)
     _print_fallbacks(res.fallbacks)
     _print_notes(res.notes)
     if not quiet and not as_json:
@@ -54,7 +59,8 @@ def hf2gguf_cmd(
     _finish(str(res.source), res.path, no_verify, as_json,
             {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
-             "fallbacks": [list(f) for f in res.fallbacks]})
+             "fallbacks": [list(f) for f in res.fallbacks]},
+            lora=lora, lora_scale=lora_scale)
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -63,10 +69,12 @@ def _print_notes(notes: list[str]) -> None:
         typer.echo(f"warning: {note}", err=True)
 
 
-def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict):
-    """The check, then (with --json) one JSON line; a failed check exits 3 after both."""
+def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict,
+            **lora):
+    """The check, then (with --json) one JSON line; a failed check exits 3 after both.
+    lora: verify's lora/lora_scale, for a file with adapters merged in."""
     import json
-    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json)
+    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json, **lora)
     if as_json:
         typer.echo(json.dumps({"path": str(candidate), **result,
                                "verify": report.as_json() if report else None}))
@@ -85,10 +93,10 @@ def _print_fallbacks(fallbacks) -> None:
                    err=True)
 
 
-def _post_verify(reference: str, candidate: Path, echo: bool = True):
+def _post_verify(reference: str, candidate: Path, echo: bool = True, **lora):
     """The short accuracy check every converting command ends with."""
     from tinyconvert.checks.verify import verify
-    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
+    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS, **lora)
     if echo:
         typer.echo(report.summary_line())
     for f in report.chat:
