@@ -364,3 +364,21 @@ def test_lora2gguf_needs_only_the_base_config(case, tmp_path):
     shutil.copy(case["base"] / "config.json", tmp_path / "cfg" / "config.json")
     lora2gguf(str(case["adapter"]), tmp_path / "a.gguf", base=str(tmp_path / "cfg"), quiet=True)
     assert (tmp_path / "a.gguf").read_bytes() == (case["root"] / "adapter.gguf").read_bytes()
+
+
+@LLAMA_ONLY
+def test_two_adapters_with_their_own_scales(case, tmp_path):
+    """--lora twice with --lora-scale per adapter: the merged file (run by llama.cpp) matches
+    transformers with both adapters merged by PEFT at those scales."""
+    second = tmp_path / "second"
+    make_adapter(case["base"], second, seed=5, r=2, lora_alpha=6,
+                 target_modules=["v_proj", "down_proj"])
+    loras, scales = [str(case["adapter"]), str(second)], [0.5, 1.5]
+    hf2gguf(str(case["base"]), tmp_path / "two.gguf", outtype="f32", quiet=True, lora=loras,
+            lora_scale=scales)
+    report = verify(str(case["base"]), tmp_path / "two.gguf", lora=loras, lora_scale=scales,
+                    tokens=64, reference_engine="transformers", engine="llama.cpp")
+    assert report.passed and report.stats["kld_mean"] < 1e-5, report.stats
+    one = verify(str(case["base"]), tmp_path / "two.gguf", lora=loras[:1], lora_scale=[0.5],
+                 tokens=64, reference_engine="transformers")
+    assert not one.passed and one.stats["kld_mean"] > 1e-3, one.stats    # the second counts
