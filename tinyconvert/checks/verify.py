@@ -185,8 +185,11 @@ def _same(a, b) -> bool:
 
 def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: int = 512,
            max_kld: float | None = None, engine: str = "runtime",
-           reference_engine: str = "runtime", chunk: int = 512) -> VerifyReport:
-    """engine: what computes the candidate (our runtime, or llama.cpp through llama-cpp-python;
+           reference_engine: str = "runtime", chunk: int = 512, lora=(),
+           lora_scale=()) -> VerifyReport:
+    """lora: PEFT adapters applied to an HF reference (merged on the fly; with transformers
+    as the reference engine, by PEFT itself), each scaled by lora_scale.
+    engine: what computes the candidate (our runtime, or llama.cpp through llama-cpp-python;
     then our runtime's number is reported beside it). reference_engine: what computes an HF
     reference (our runtime through the converter's table, streamed; or transformers)."""
     if engine not in ("runtime", "llama.cpp"):
@@ -194,14 +197,20 @@ def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: 
     if reference_engine not in ENGINES:
         raise InputError(f"unknown --reference-engine {reference_engine!r}; valid: "
                          f"{', '.join(ENGINES)}")
-    ref, cand = open_source(reference), gguf_source(Path(candidate))
+    from tinyconvert.lora.merge import open_loras
+    loras = open_loras(lora, lora_scale)
+    ref, cand = open_source(reference, loras), gguf_source(Path(candidate))
     _check_compatible(ref, cand)
     hf_logits = None
     if reference_engine == "transformers":
         if ref.kind != "hf":
             raise InputError("--reference-engine transformers needs a Hugging Face checkpoint "
                              "as the reference (this one is a GGUF file)")
-        hf_logits = transformers_logits(ref.path)
+        if loras:
+            from tinyconvert.lora.reference import peft_logits
+            hf_logits = peft_logits(ref.path, loras)
+        else:
+            hf_logits = transformers_logits(ref.path)
     text = default_text() if text is None else text
     all_ids = tokenizer_for(ref).encode(text)
     ids = all_ids[:tokens]

@@ -28,6 +28,10 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer error and the KLD "
                                         "distribution to this PNG (needs matplotlib)"),
+    lora: list[str] = typer.Option([], "--lora", help="PEFT adapter (folder or hub id) applied "
+                                   "to the HF reference; repeatable"),
+    lora_scale: list[float] = typer.Option([], "--lora-scale", help="scale for all adapters, or "
+                                           "one per --lora"),
 ):
     """Compare a GGUF file's predictions with its reference model's."""
     import json
@@ -38,7 +42,7 @@ def verify_cmd(
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
     report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine,
-                    reference_engine=reference_engine)
+                    reference_engine=reference_engine, lora=lora, lora_scale=lora_scale)
     if plot is not None:
         from tinyconvert.checks.plot import plot_report
         plot_report(report, plot)

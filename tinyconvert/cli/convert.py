@@ -44,6 +44,10 @@ def hf2gguf_cmd(
     imatrix_out: Optional[Path] = IMATRIX_OUT,
     include_weights: list[str] = INCLUDE_WEIGHTS,
     exclude_weights: list[str] = EXCLUDE_WEIGHTS,
+    lora: list[str] = typer.Option([], "--lora", help="PEFT LoRA adapter (folder or hub id) "
+                                   "merged into the weights; repeatable"),
+    lora_scale: list[float] = typer.Option([], "--lora-scale", help="scale for all adapters, or "
+                                           "one per --lora (default 1)"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -64,7 +68,8 @@ def hf2gguf_cmd(
         "--powerinfer": powerinfer, "--dense-relu": dense_relu, "--dry-run": dry_run,
         "--split-max-size": split_max_size is not None,
         "--split-max-tensors": split_max_tensors is not None,
-        "--imatrix": imatrix is not None, "--imatrix-text": imatrix_text is not None})
+        "--imatrix": imatrix is not None, "--imatrix-text": imatrix_text is not None,
+        "--lora": bool(lora)})
     if len(outtype) > 1:
         return hf2gguf_ladder_cmd(model, out, outtype, model_name=model_name,
                                   no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot)
@@ -74,7 +79,8 @@ def hf2gguf_cmd(
                   split_max_size=split_max_size, split_max_tensors=split_max_tensors,
                   dry_run=dry_run,
                   imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
-                                          include_weights, exclude_weights))
+                                          include_weights, exclude_weights),
+                  lora=lora, lora_scale=lora_scale)
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _print_fallbacks(res.fallbacks)
@@ -87,7 +93,8 @@ def hf2gguf_cmd(
             {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks],
-             "paths": [str(p) for p in res.plan.paths]})
+             "paths": [str(p) for p in res.plan.paths]},
+            lora=lora, lora_scale=lora_scale)
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -96,10 +103,12 @@ def _print_notes(notes: list[str]) -> None:
         typer.echo(f"warning: {note}", err=True)
 
 
-def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict):
-    """The check, then (with --json) one JSON line; a failed check exits 3 after both."""
+def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict,
+            **lora):
+    """The check, then (with --json) one JSON line; a failed check exits 3 after both.
+    lora: verify's lora/lora_scale, for a file with adapters merged in."""
     import json
-    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json)
+    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json, **lora)
     if as_json:
         typer.echo(json.dumps({"path": str(candidate), **result,
                                "verify": report.as_json() if report else None}))
@@ -118,10 +127,10 @@ def _print_fallbacks(fallbacks) -> None:
                    err=True)
 
 
-def _post_verify(reference: str, candidate: Path, echo: bool = True):
+def _post_verify(reference: str, candidate: Path, echo: bool = True, **lora):
     """The short accuracy check every converting command ends with."""
     from tinyconvert.checks.verify import verify
-    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
+    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS, **lora)
     if echo:
         typer.echo(report.summary_line())
     for f in report.chat:

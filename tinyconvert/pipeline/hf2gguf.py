@@ -85,8 +85,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
             dense_relu: bool = False, split_max_size: str | None = None,
             split_max_tensors: int | None = None, dry_run: bool = False,
-            imatrix=None, plans: list | None = None) -> ConvertResult:
-    """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
+            imatrix=None, plans: list | None = None, lora=(), lora_scale=()) -> ConvertResult:
+    """lora: PEFT adapters merged into the weights while converting (tinyconvert.lora.merge),
+    each scaled by lora_scale (one for all, or one per adapter).
+    powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act).
     split_max_size / split_max_tensors: llama.cpp's split layout (OUT-00001-of-0000N.gguf).
@@ -121,6 +123,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     gptq_cfg = read_gptq_config(cfg.raw.get("quantization_config"))
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
     check_against_records(cfg, records)          # before predictors are looked for per layer
+    loras = _open_loras(lora, lora_scale, folder, powerinfer is not None or gptq_cfg is not None)
     if gptq_cfg is not None:
         if powerinfer is not None:
             raise InputError("a GPTQ checkpoint cannot be written as a PowerInfer file")
@@ -133,7 +136,10 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
         if sparse_threshold is None:
             sparse_threshold = predictor_threshold(Path(powerinfer))
     else:
-        outtype = resolve_outtype(outtype, records)
+        outtype = resolve_outtype(outtype, records)     # from the checkpoint's own dtypes
+        if loras:
+            from tinyconvert.lora.merge import merged_records
+            records = merged_records(records, loras)
         planned = _plan(cfg, records, outtype, target)
     vocab = load_vocab(folder, cfg.n_vocab)
 
@@ -194,6 +200,19 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     return ConvertResult(out, folder, outtype, len(planned), n_bytes, time.perf_counter() - start,
                          fallbacks, notes + vocab.notes, dict(Counter(p.qtype.name for p in planned)),
                          bytes_in, n_params, plan, dry_run)
+
+
+def _open_loras(lora, lora_scale, folder: Path, special: bool):
+    if not lora:
+        if lora_scale:
+            raise InputError("--lora-scale goes with --lora ADAPTER")
+        return []
+    if special:
+        raise InputError("--lora cannot be merged into a GPTQ checkpoint or a PowerInfer file")
+    from tinyconvert.lora.merge import check_tokenizer, open_loras
+    loras = open_loras(lora, lora_scale)
+    check_tokenizer(loras, folder)
+    return loras
 
 
 def _gptq_target(gptq_cfg, outtype: str, target):

@@ -55,10 +55,14 @@ def hparams_from_config(c: ModelConfig, *, as_llamacpp: bool = False) -> Hparams
     return hp
 
 
-def hf_source(folder: Path) -> ModelSource:
+def hf_source(folder: Path, loras=()) -> ModelSource:
+    """loras: tinyconvert.lora.merge.Lora adapters merged into the weights as they are read."""
     import torch
     cfg = read_config(folder, extra_acts=RELU_ACTS)
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
+    if loras:
+        from tinyconvert.lora.merge import merged_records
+        records = merged_records(records, loras)
     planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, records, "f32")}
 
     def get(name: str):
@@ -88,8 +92,11 @@ def gguf_source(path: Path) -> ModelSource:
     return ModelSource("gguf", Path(path), hp, w, w.names, w.fields)
 
 
-def open_source(model: str | Path) -> ModelSource:
+def open_source(model: str | Path, loras=()) -> ModelSource:
     p = Path(model)
     if p.is_file():
+        if loras:
+            raise InputError(f"{model}: --lora applies to a Hugging Face checkpoint reference, "
+                             f"not a GGUF file")
         return gguf_source(p)
-    return hf_source(resolve_model(str(model)))
+    return hf_source(resolve_model(str(model)), loras)

@@ -1,0 +1,2 @@
+"""PEFT LoRA adapters: read (adapter), merged into a conversion (merge), written as llama.cpp's
+adapter GGUF (to_gguf)."""
