@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tinyconvert.cli import archs, checks, convert, metadata, powerinfer
+from tinyconvert.cli import archs, checks, convert, export, metadata, powerinfer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert Hugging Face checkpoints to GGUF, and prove each file is right.")
@@ -13,6 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 COMMANDS = {
     "hf2gguf": convert.hf2gguf_cmd,
     "quantize": convert.quantize_cmd,
+    "gguf2hf": export.gguf2hf_cmd,
     "attach-predictor": powerinfer.attach_predictor_cmd,
     "train-predictor": powerinfer.train_predictor_cmd,
     "verify": checks.verify_cmd,
