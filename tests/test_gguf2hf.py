@@ -11,9 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.support import tiny
+from tests.support import layernorm_models, tiny
 from tests.support.compare import hf_logits, llamacpp_tokenize
 from tinyconvert.export.gguf2hf import gguf2hf
+from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
 from tinyconvert.runtime.model import prefill_layers
@@ -33,6 +34,9 @@ CASES = {
     "gemma3": ("gemma3", dict(dtype="bfloat16"), "bf16"),
     "mixtral": ("mixtral", dict(num_local_experts=4, num_experts_per_tok=2), "f32"),
     "qwen2moe": ("qwen2moe", dict(num_experts=4, shared_expert_intermediate_size=48, **MOE), "f32"),
+    # LayerNorm families (tests.support.layernorm_models): partial rotary, biases everywhere
+    "phi2": ("ln:phi2", {}, "f32"),
+    "starcoder2": ("ln:starcoder2", {}, "f32"),
 }
 
 
@@ -65,8 +69,11 @@ def exported(request, tmp_path_factory, smollm2_hf):
     folder = tmp_path_factory.mktemp(request.param)
     hf = folder / "hf"
     hf.mkdir()
-    _tokenizer(hf, smollm2_hf)
-    tiny.build_model(hf, arch, n_vocab=49152, sharpen=5.0, **kw)
+    if arch.startswith("ln:"):
+        layernorm_models.build(hf, arch[3:], smollm2_hf)
+    else:
+        _tokenizer(hf, smollm2_hf)
+        tiny.build_model(hf, arch, n_vocab=49152, sharpen=5.0, **kw)
     hf2gguf(str(hf), folder / "m.gguf", outtype=outtype, quiet=True)
     # a small shard limit: the export is several shards with an index, as big models are
     res = gguf2hf(folder / "m.gguf", folder / "out", max_shard_size="4MB", quiet=True)
@@ -96,3 +103,13 @@ def test_transformers_on_export_computes_what_runtime_computes_on_gguf(exported)
 def test_exported_tokenizer_splits_as_llamacpp(exported):
     _, _, gguf_path, res = exported
     assert _ids(res.path) == llamacpp_tokenize(gguf_path, TEXT)
+
+
+def test_refuses_an_architecture_it_cannot_invert(tmp_path, smollm2_hf):
+    """GPT-2's converter transposes and regroups tensors in family code with no inverse: one
+    line naming the architecture, and no output folder."""
+    layernorm_models.build(tmp_path, "gpt2", smollm2_hf)
+    hf2gguf(str(tmp_path), tmp_path / "m.gguf", outtype="f32", quiet=True)
+    with pytest.raises(InputError, match="cannot export gpt2 files yet"):
+        gguf2hf(tmp_path / "m.gguf", tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

@@ -112,7 +112,11 @@ def _candidates(f: GgufFile) -> list[tuple[str, object]]:
     if not found:
         raise InputError(f"gguf2hf: architecture {name!r} has no Hugging Face class registered "
                          f"(tinyconvert archs lists them)")
-    return found
+    invertible = [(c, a) for c, a in found if a.records is None]
+    if not invertible:
+        raise InputError(f"gguf2hf cannot export {name} files yet ({', '.join(c for c, _ in found)}"
+                         f"): hf2gguf reshapes their tensors in family code that has no inverse")
+    return invertible
 
 
 def _model_type(hf_class: str) -> str:

@@ -22,6 +22,7 @@ INVERSE_KEYS = {
     "embedding_length": "hidden_size", "feed_forward_length": "intermediate_size",
     "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
     "attention.layer_norm_rms_epsilon": "rms_norm_eps", "attention.key_length": "head_dim",
+    "attention.layer_norm_epsilon": ("layer_norm_eps", "norm_epsilon", "layer_norm_epsilon"),
     "vocab_size": "vocab_size", "expert_count": EXPERT_COUNT_KEYS,
     "expert_used_count": EXPERT_USED_KEYS, "expert_feed_forward_length": "moe_intermediate_size",
     "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
@@ -71,6 +72,11 @@ def _rope(keys: dict, default) -> dict:
                     rope[dst] = _plain(keys[f"rope.scaling.{src}"])
     elif kind not in (None, "none"):
         raise InputError(f"rope scaling {kind!r} cannot be written back to config.json")
+    if "rope.dimension_count" in keys:      # partial rotary (phi2, stablelm): of each head
+        head_dim = keys.get("attention.key_length") or (
+            keys["embedding_length"] // keys["attention.head_count"])
+        if int(keys["rope.dimension_count"]) != int(head_dim):
+            rope["partial_rotary_factor"] = int(keys["rope.dimension_count"]) / int(head_dim)
     if isinstance(default, dict) and set(SWA_LAYER_TYPES) <= set(default):
         swa = dict(default["sliding_attention"])
         if "rope.freq_base_swa" in keys:
