@@ -163,3 +163,24 @@ def test_refuses_a_non_empty_folder(llama_f32, tmp_path):
     r = CliRunner().invoke(app, ["gguf2hf", str(llama_f32 / "m.gguf"), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and "not an empty folder" in r.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def test_real_gemma3_spm_vocabulary(tmp_path):
+    """The llama.cpp-written Gemma 3 270M's vocabulary (SentencePiece, no space prefix, user-
+    defined whitespace pieces): transformers' tokenizer on the exported files and SentencePiece
+    on the exported tokenizer.model (what verify reads) both split text as llama.cpp does on the
+    file. (The tokenizer files alone: the whole export of this model is the slowest test here.)"""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from tests.support.smollm2 import DEFAULT_CACHE
+    from tinyconvert.export.tokenizer_out import write_tokenizer
+    from tinyconvert.formats.gguf_file import read_gguf
+    gguf_path = DEFAULT_CACHE / "gemma-3-270m-q4_k_m.gguf"
+    write_tokenizer(tmp_path, read_gguf(gguf_path).values(), n_ctx=32768)
+    text = "def f(x):\n    return  x*2   # café 東京 🙂\n\n\tEnd.  <start_of_turn>user\nhi"
+    want = llamacpp_tokenize(gguf_path, text)
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == want
+    plain = text.split("  <start")[0]
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    assert [2] + list(sp.encode_as_ids(plain)) == llamacpp_tokenize(gguf_path, plain)

@@ -41,6 +41,7 @@ DERIVED = ("rope.dimension_count", "attention.value_length", "rope.freq_base", "
 IMPLIED = {"attention.key_length": lambda k: k["embedding_length"] // k["attention.head_count"],
            "attention.value_length": lambda k: k["embedding_length"] // k["attention.head_count"],
            "rope.freq_base": lambda k: 10000.0,
+           "rope.freq_base_swa": lambda k: 10000.0,     # llama-hparams.h (gemma3 reads no key)
            "attention.head_count_kv": lambda k: k["attention.head_count"]}
 SWA_LAYER_TYPES = ("full_attention", "sliding_attention")
 

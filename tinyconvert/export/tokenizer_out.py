@@ -13,8 +13,10 @@ from pathlib import Path
 from tinyconvert.checks.gguf_vocab import framing, text_encoder
 from tinyconvert.checks.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
+from tinyconvert.formats.sentencepiece_proto import build_sp_model
 
-CONTROL = 3
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
+SPACE = "\u2581"                  # SentencePiece's escaped space
 ROLE_KEYS = {"bos_token": "bos", "eos_token": "eos", "unk_token": "unknown", "pad_token": "padding"}
 
 
@@ -51,7 +53,24 @@ def _bpe(folder: Path, fields: dict) -> None:
 
 
 def _spm(folder: Path, fields: dict) -> None:
-    proto = text_encoder(fields).inner.sp.serialized_model_proto()
+    """The pieces with the file's types: SentencePiece itself keeps user-defined pieces whole
+    (llama.cpp's partition does the same; the GGUF writes their U+2581 as spaces, undone here);
+    unknown pieces beyond the one unk id become control pieces (SentencePiece allows one)."""
+    tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
+    scores = fields.get("tokenizer.ggml.scores")
+    scores = [0.0] * len(tokens) if scores is None else scores
+    ids = {k: int(fields.get(f"tokenizer.ggml.{key}_token_id", dflt)) for k, key, dflt in (
+        ("unk", "unknown", 0), ("bos", "bos", 1), ("eos", "eos", 2), ("pad", "padding", -1))}
+    pieces = []
+    for i, (t, sc, ty) in enumerate(zip(tokens, scores, types)):
+        ty = int(ty) if 1 <= int(ty) <= 6 else NORMAL
+        if ty == UNKNOWN and i != ids["unk"]:
+            ty = CONTROL
+        pieces.append((t.replace(" ", SPACE) if ty == USER_DEFINED else t, float(sc), ty))
+    if 0 <= ids["unk"] < len(pieces):
+        pieces[ids["unk"]] = (*pieces[ids["unk"]][:2], UNKNOWN)
+    proto = build_sp_model(pieces, add_dummy_prefix=bool(
+        fields.get("tokenizer.ggml.add_space_prefix", True)), special_ids=ids)
     (folder / "tokenizer.model").write_bytes(proto)
 
 
@@ -66,12 +85,20 @@ def _config(fields: dict, tokenizer_class: str, n_ctx: int | None) -> dict:
         tid = fields.get(f"tokenizer.ggml.{key}_token_id")
         if tid is not None and 0 <= int(tid) < len(tokens):
             cfg[role] = tokens[int(tid)]
+    if fields.get("tokenizer.ggml.model") == "llama":
+        # transformers' LlamaTokenizer builds its own pipeline around tokenizer.model: the space
+        # prefix llama.cpp adds (or not: Gemma) and no legacy special-token spacing
+        cfg.update(add_prefix_space=bool(fields.get("tokenizer.ggml.add_space_prefix", True)),
+                   legacy=False)
     if n_ctx:
         cfg["model_max_length"] = int(n_ctx)
     if fields.get("tokenizer.chat_template") is not None:
         cfg["chat_template"] = fields["tokenizer.chat_template"]
+    # SentencePiece models carry their user-defined pieces themselves (transformers reads them
+    # from tokenizer.model); a second, space-written copy would be a different token to it
+    spm = fields.get("tokenizer.ggml.model") == "llama"
     cfg["added_tokens_decoder"] = {str(a["id"]): {k: v for k, v in a.items() if k != "id"}
-                                   for a in _added(fields)}
+                                   for a in _added(fields) if a["special"] or not spm}
     return cfg
 
 
