@@ -26,7 +26,7 @@ MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
 # at conversion: exact to undo for bf16 weights (f32 ones would lose their low bits to the +1).
 CASES = {
     "llama": ("llama", {}, "f32"),
-    "qwen3": ("qwen3", {}, "f32"),
+    "qwen3": ("qwen3", dict(tie=True), "f32"),        # tied: the GGUF has no output.weight
     "olmo2": ("olmo2", {}, "f32"),
     "granite": ("granite", dict(embedding_multiplier=3.0, residual_multiplier=0.4,
                                 attention_multiplier=0.2, logits_scaling=2.5), "f32"),
@@ -113,3 +113,34 @@ def test_refuses_an_architecture_it_cannot_invert(tmp_path, smollm2_hf):
     with pytest.raises(InputError, match="cannot export gpt2 files yet"):
         gguf2hf(tmp_path / "m.gguf", tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 8192, "rope_theta": 500000.0}
+
+
+def _llama3_gguf(folder, smollm2_hf, rope: dict):
+    _tokenizer(folder, smollm2_hf)
+    tiny.build_model(folder, "llama", n_vocab=49152, sharpen=5.0, rope=rope,
+                     max_position_embeddings=16384)
+    hf2gguf(str(folder), folder / "m.gguf", outtype="f32", quiet=True)
+    return folder / "m.gguf"
+
+
+def test_llama3_rope_freqs_become_rope_scaling(tmp_path, smollm2_hf):
+    """rope_freqs (computed by the converter) becomes llama3 rope scaling in config.json, proved
+    by hf2gguf remaking the same tensor; transformers then computes the file's logits."""
+    gguf_path = _llama3_gguf(tmp_path, smollm2_hf, LLAMA3)
+    res = gguf2hf(gguf_path, tmp_path / "out", quiet=True)
+    assert json.loads((res.path / "config.json").read_text())["rope_parameters"] == LLAMA3
+    ids = _ids(res.path)
+    ours, theirs = _runtime_logits(gguf_path, ids), hf_logits(res.path, ids)
+    assert np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(ours).max())
+
+
+def test_llama3_rope_freqs_it_cannot_recover_are_refused(tmp_path, smollm2_hf):
+    """Parameters no released Llama 3 config has: one line, no output folder."""
+    gguf_path = _llama3_gguf(tmp_path, smollm2_hf, {**LLAMA3, "low_freq_factor": 2.0})
+    with pytest.raises(InputError, match="rope_freqs.weight' is not what any config"):
+        gguf2hf(gguf_path, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()

@@ -79,8 +79,17 @@ def test_tmac_file_exports_its_dequantized_weights(llama_f32, tmp_path):
 
 
 def test_default_dtype_follows_the_file(llama_f32, tmp_path):
-    """auto: f32 for an f32 file, bf16 for a quantized one."""
+    """auto: f32 for an f32 file, f16 for an f16 one (every tensor the original's f16 value),
+    bf16 for a quantized one."""
+    import torch
+    from safetensors.torch import load_file
     assert gguf2hf(llama_f32 / "m.gguf", tmp_path / "a", quiet=True).dtype == "f32"
+    hf2gguf(str(llama_f32), tmp_path / "h.gguf", outtype="f16", quiet=True)
+    res = gguf2hf(tmp_path / "h.gguf", tmp_path / "h", quiet=True)
+    assert res.dtype == "f16"
+    orig, ours = load_file(llama_f32 / "model.safetensors"), load_file(res.path / "model.safetensors")
+    assert sorted(orig) == sorted(ours)
+    assert all(torch.equal(orig[k].half(), ours[k]) for k in orig)
     q = tmp_path / "q.gguf"
     quantize(llama_f32 / "m.gguf", q, qtype="q8_0", quiet=True)
     res = gguf2hf(q, tmp_path / "b", quiet=True)

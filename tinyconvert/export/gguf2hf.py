@@ -27,6 +27,7 @@ from tinyconvert.archs import ARCHITECTURES, POWERINFER_ONLY
 from tinyconvert.archs.config import read_config
 from tinyconvert.export.hfconfig import check_round_trip, config_dict, write_config
 from tinyconvert.export.layout import export_plan, hf_state_shapes
+from tinyconvert.export.made import ROPE_FREQS, check_made, llama3_candidates
 from tinyconvert.export.safetensors_out import DTYPES, Entry, write_shards
 from tinyconvert.export.tokenizer_out import write_tokenizer
 from tinyconvert.formats.errors import InputError
@@ -132,26 +133,39 @@ def _model_type(hf_class: str) -> str:
                                                                      stem + "TextConfig")), types[0])
 
 
-def _plan_as(folder: Path, f: GgufFile, hf_class: str, arch, shapes: dict, dtype: str):
-    """config.json for hf_class (checked by reading it back) and the tensor plan, or InputError."""
+def _plan_as(folder: Path, f: GgufFile, hf_class: str, arch, shapes: dict, dtype: str, load):
+    """config.json for hf_class (checked by reading it back, and by remaking the tensors hf2gguf
+    computes from it) and the tensor plan, or InputError."""
     from transformers import AutoConfig
     model_type = _model_type(hf_class)
     defaults = AutoConfig.for_model(model_type).to_dict()
     values = config_dict(f.values(), arch, hf_class, defaults, tensors=shapes,
                          dtype=DTYPE_NAMES[dtype])
-    config = write_config(folder, values, model_type)
-    check_round_trip(folder, f.values(), arch)
-    cfg = read_config(folder)
-    return config, export_plan(cfg, hf_state_shapes(folder), shapes)
+    variants = [values]
+    if ROPE_FREQS in shapes:
+        variants = [{**values, "rope_parameters": r}
+                    for r in llama3_candidates(load(ROPE_FREQS), values["rope_parameters"])]
+    for i, v in enumerate(variants):
+        config = write_config(folder, v, model_type)
+        check_round_trip(folder, f.values(), arch)
+        cfg = read_config(folder)
+        try:
+            made = check_made(cfg, load, set(shapes))
+        except InputError:
+            if i + 1 == len(variants):
+                raise
+            continue
+        rest = {k: s for k, s in shapes.items() if k not in made}
+        return config, export_plan(cfg, hf_state_shapes(folder), rest)
 
 
-def _choose(folder: Path, f: GgufFile, shapes: dict, dtype: str):
+def _choose(folder: Path, f: GgufFile, shapes: dict, dtype: str, load):
     """The first registered class of the file's architecture the file fits (llama: Llama, or
     Mixtral when it has experts)."""
     errors = []
     for hf_class, arch in _candidates(f):
         try:
-            return (hf_class, *_plan_as(folder, f, hf_class, arch, shapes, dtype))
+            return (hf_class, *_plan_as(folder, f, hf_class, arch, shapes, dtype, load))
         except InputError as e:
             errors.append(f"as {hf_class}: {e}")
     raise InputError("gguf2hf cannot export this file " + "; ".join(errors))
@@ -187,9 +201,10 @@ def gguf2hf(path: Path | str, out: Path | str, *, dtype: str = "auto",
     shapes = {t.name: t.shape for t in f.tensors if not (grouped and t.name.endswith(SCALE_SUFFIX))}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
-        hf_class, config, plan = _choose(tmp, f, shapes, dtype)
+        load = _loader(f)
+        hf_class, config, plan = _choose(tmp, f, shapes, dtype, load)
         files = ["config.json", *_side_files(tmp, f, config)]
-        load, by_name = _loader(f), {t.name: t for t in plan}
+        by_name = {t.name: t for t in plan}
         entries = [Entry(t.name, tuple(t.shape)) for t in plan]
         n_bytes = sum(e.nbytes(dtype) for e in entries)
         with TensorProgress(len(entries), n_bytes, quiet) as bar:
