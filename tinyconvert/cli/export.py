@@ -8,6 +8,7 @@ import typer
 
 from tinyconvert.cli.convert import JSON_HELP, _finish
 from tinyconvert.cli.errors import cli_errors
+from tinyconvert.export.safetensors_out import DEFAULT_SHARD
 
 
 @cli_errors
@@ -16,8 +17,8 @@ def gguf2hf_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="output folder (new or empty)"),
     dtype: str = typer.Option("auto", "--dtype", help="f32, f16, bf16, or auto (the file's "
                               "float type; bf16 for quantized files)"),
-    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="largest safetensors "
-                                       "shard, e.g. 5GB or 500MiB"),
+    max_shard_size: str = typer.Option(DEFAULT_SHARD, "--max-shard-size", help="largest "
+                                       "safetensors shard, e.g. 5GB or 500MiB"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),

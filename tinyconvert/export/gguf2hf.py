@@ -28,7 +28,7 @@ from tinyconvert.archs.config import read_config
 from tinyconvert.export.hfconfig import check_round_trip, config_dict, write_config
 from tinyconvert.export.layout import export_plan, hf_state_shapes
 from tinyconvert.export.made import ROPE_FREQS, check_made, llama3_candidates
-from tinyconvert.export.safetensors_out import DTYPES, Entry, write_shards
+from tinyconvert.export.safetensors_out import DEFAULT_SHARD, DTYPES, Entry, write_shards
 from tinyconvert.export.tokenizer_out import write_tokenizer
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_file import GgufFile, read_gguf
@@ -39,7 +39,6 @@ from tinyconvert.runtime.weights import dequantize
 
 DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 FLOAT_IDS = {0: "f32", 1: "f16", 30: "bf16"}
-DEFAULT_SHARD = "5GB"               # transformers' save_pretrained default
 UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "B": 1}
 

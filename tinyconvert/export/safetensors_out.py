@@ -19,6 +19,7 @@ import numpy as np
 
 DTYPES = {"f32": ("F32", 4), "f16": ("F16", 2), "bf16": ("BF16", 2)}
 INDEX = "model.safetensors.index.json"
+DEFAULT_SHARD = "50GB"              # transformers 5's save_pretrained default (the Hub's file limit)
 
 
 @dataclass(frozen=True)
