@@ -31,15 +31,16 @@ class Entry:
         return int(np.prod(self.shape, dtype=np.int64)) * DTYPES[dtype][1]
 
 
-def encode(a: np.ndarray, dtype: str) -> bytes:
-    """float32 -> the shard's dtype (bf16: round to nearest even, as torch converts)."""
+def encode(a: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 -> a contiguous array of the shard's dtype, written as it is (no bytes copy);
+    bf16 rounds to nearest even, as torch converts."""
     if dtype == "f32":
-        return np.ascontiguousarray(a, dtype=np.float32).tobytes()
+        return np.ascontiguousarray(a, dtype=np.float32)
     if dtype == "f16":
-        return np.ascontiguousarray(a, dtype=np.float32).astype(np.float16).tobytes()
+        return np.ascontiguousarray(a, dtype=np.float32).astype(np.float16)
     import torch
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
-    return t.view(torch.int16).numpy().tobytes()
+    return t.view(torch.int16).numpy()
 
 
 def shard_groups(entries: list[Entry], dtype: str, max_shard_size: int) -> list[list[Entry]]:
@@ -95,9 +96,9 @@ def write_tensor(f, e: Entry, a: np.ndarray, dtype: str) -> None:
     if tuple(a.shape) != e.shape:
         raise ValueError(f"{e.name}: made shape {a.shape}, planned {e.shape}")
     data = encode(a, dtype)
-    if len(data) != e.nbytes(dtype):
-        raise ValueError(f"{e.name}: {len(data)} bytes, planned {e.nbytes(dtype)}")
-    f.write(data)
+    if data.nbytes != e.nbytes(dtype):
+        raise ValueError(f"{e.name}: {data.nbytes} bytes, planned {e.nbytes(dtype)}")
+    f.write(data.reshape(-1).data)
 
 
 def _write_index(folder: Path, groups: Iterable[list[Entry]], names: list[str], dtype: str) -> None:
