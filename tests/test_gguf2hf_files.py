@@ -79,8 +79,7 @@ def test_tmac_file_exports_its_dequantized_weights(llama_f32, tmp_path):
 
 
 def test_default_dtype_follows_the_file(llama_f32, tmp_path):
-    """auto: f32 for an f32 file, f16 for an f16 one (every tensor the original's f16 value),
-    bf16 for a quantized one."""
+    """auto: f32 for an f32 file, f16 for an f16 one (every tensor the original's f16 value)."""
     import torch
     from safetensors.torch import load_file
     assert gguf2hf(llama_f32 / "m.gguf", tmp_path / "a", quiet=True).dtype == "f32"
@@ -90,11 +89,7 @@ def test_default_dtype_follows_the_file(llama_f32, tmp_path):
     orig, ours = load_file(llama_f32 / "model.safetensors"), load_file(res.path / "model.safetensors")
     assert sorted(orig) == sorted(ours)
     assert all(torch.equal(orig[k].half(), ours[k]) for k in orig)
-    q = tmp_path / "q.gguf"
-    quantize(llama_f32 / "m.gguf", q, qtype="q8_0", quiet=True)
-    res = gguf2hf(q, tmp_path / "b", quiet=True)
-    assert res.dtype == "bf16"
-    assert json.loads((res.path / "config.json").read_text())["dtype"] == "bfloat16"
+    # a quantized file's default, bf16, is checked on the real SmolLM2 below
 
 
 def test_streamed_one_tensor_at_a_time(llama_f32, tmp_path, monkeypatch):
