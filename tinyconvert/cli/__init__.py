@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from tinyconvert.cli import archs, checks, convert, imatrix, lora, metadata, powerinfer, split
+from tinyconvert.cli import (archs, checks, convert, export, imatrix, lora, metadata, powerinfer,
+                             split)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert Hugging Face checkpoints to GGUF, and prove each file is right.")
@@ -15,6 +16,7 @@ COMMANDS = {
     "quantize": convert.quantize_cmd,
     "imatrix": imatrix.imatrix_cmd,
     "lora2gguf": lora.lora2gguf_cmd,
+    "gguf2hf": export.gguf2hf_cmd,
     "attach-predictor": powerinfer.attach_predictor_cmd,
     "train-predictor": powerinfer.train_predictor_cmd,
     "verify": checks.verify_cmd,
