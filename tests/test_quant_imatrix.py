@@ -13,20 +13,47 @@ from tinyconvert.quant import get_qtype
 
 LEGACY = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 KQUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
-WIDTHS = {**{t: (96, 256, 1536) for t in LEGACY}, **{t: (256, 512, 1536) for t in KQUANTS}}
+IQ = ("iq4_xs",)
+# types llama.cpp quantizes without a matrix (ggml_quantize_requires_imatrix is false)
+IQ_NO_MATRIX = ("iq4_xs",)
+WIDTHS = {**{t: (96, 256, 1536) for t in LEGACY}, **{t: (256, 512, 1536) for t in KQUANTS + IQ}}
+
+
+def _check(qname, rows, qw, label):
+    qtype = get_qtype(qname)
+    ours = qtype.quantize(rows, imatrix=qw)
+    theirs = quantize_chunk(qtype.ggml_id, rows, qw)
+    bad = np.flatnonzero((ours != theirs).any(1))
+    assert bad.size == 0, f"{qname} {label}: rows {bad.tolist()} differ"
+    return ours
 
 
 @pytest.mark.parametrize("kind", IMATRIX_KINDS)
-@pytest.mark.parametrize("qname", LEGACY + KQUANTS)
+@pytest.mark.parametrize("qname", LEGACY + KQUANTS + IQ)
 def test_imatrix_bytes_equal_llamacpp(qname, kind):
-    qtype = get_qtype(qname)
     for seed, k in enumerate(WIDTHS[qname]):
         rows = spiced_rows(12, k, seed)
-        qw = imatrix(kind, k, seed)
-        ours = qtype.quantize(rows, imatrix=qw)
-        theirs = quantize_chunk(qtype.ggml_id, rows, qw)
-        bad = np.flatnonzero((ours != theirs).any(1))
-        assert bad.size == 0, f"{qname} k={k} {kind}: rows {bad.tolist()} differ"
+        ours = _check(qname, rows, imatrix(kind, k, seed), f"k={k} {kind}")
         # the matrix changes the result (else this would only re-test the ref path)
         if kind == "lognormal":
-            assert not np.array_equal(ours, qtype.quantize(rows)), f"{qname} ignored the matrix"
+            assert not np.array_equal(ours, get_qtype(qname).quantize(rows)), \
+                f"{qname} ignored the matrix"
+
+
+@pytest.mark.parametrize("qname", IQ_NO_MATRIX)
+def test_no_imatrix_bytes_equal_llamacpp(qname):
+    for seed, k in enumerate(WIDTHS[qname]):
+        _check(qname, spiced_rows(12, k, seed), None, f"k={k} no matrix")
+
+
+@pytest.mark.parametrize("qname", IQ)
+def test_iq_dequantize_roundtrip(qname):
+    """gguf-py's dequantizer (written independently of llama.cpp's quantizer) reads our blocks
+    back close to the input: the layout is the one the format defines."""
+    qtype = get_qtype(qname)
+    rows = (np.random.default_rng(7).standard_normal((16, 512)) * 0.05).astype(np.float32)
+    qw = imatrix("lognormal", 512, 7)
+    back = qtype.dequantize(qtype.quantize(rows, imatrix=qw))
+    rel = np.linalg.norm(back - rows) / np.linalg.norm(rows)
+    bound = {"iq4_xs": 0.15}[qname]
+    assert rel < bound, f"{qname}: relative error {rel:.3f} >= {bound}"
