@@ -1,0 +1,53 @@
+"""The IQ (importance-matrix) types with lattice codebooks, registered from their compiled
+kernels. Block layouts (little-endian, 256 weights; the spec's section 3.1):
+
+    IQ3_XXS (98 B):  | d f16 | qs[64]: 256-grid index per 4 weights | u32[8] per 32-block:
+                       4 x 7-bit sign codes (ksigns, even parity) | scale s << 28 |
+                       x = d * (0.5 + s) / 2 * grid * sign
+    IQ3_S (110 B):   | d f16 | qs[64]: low 8 bits of the 512-grid index | qh[8]: bit k of qh[ib]
+                       = bit 8 of group (ib, k) | signs[32]: one bit per weight |
+                       scales[4]: 4 bits per 32-block | x = d * (1 + 2 s) * grid * sign
+
+Which types need a matrix: ggml_quantize_requires_imatrix (IQ2_XXS, IQ2_XS, IQ1_S) refuse to
+run without one; the rest fall back to x^2 weights as llama.cpp does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyconvert.quant.kquants import F, _gguf_dequant
+from tinyconvert.quant.registry import QuantType, register
+
+QK_K = 256
+NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq1_s")
+
+
+def _run(qname: str, kernel_name: str, module: str, rows, imatrix):
+    import importlib
+
+    from tinyconvert.quant.iq_grids import grid
+    if imatrix is None and qname in NEEDS_IMATRIX:
+        raise ValueError(f"{qname} needs an importance matrix (llama.cpp refuses it without one)")
+    x = np.ascontiguousarray(rows, dtype=F)
+    n_rows, k = x.shape
+    qw = np.zeros(k, F) if imatrix is None else np.ascontiguousarray(imatrix, dtype=F)
+    if qw.shape != (k,):
+        raise ValueError(f"importance matrix has {qw.size} columns, rows have {k}")
+    g = grid(qname)
+    kernel = getattr(importlib.import_module(f"tinyconvert.quant.{module}"), kernel_name)
+    blocks, d = kernel(x, qw, imatrix is not None, g.pos, g.kmap, g.nb_start, g.nb_count,
+                       g.neighbours)
+    blocks[:, :, 0:2] = d.astype(np.float16).view(np.uint8).reshape(n_rows, -1, 2)
+    return blocks.reshape(n_rows, -1)
+
+
+def quantize_iq3_xxs(rows, imatrix=None):
+    return _run("iq3_xxs", "iq3_xxs", "iq3_numba", rows, imatrix)
+
+
+def quantize_iq3_s(rows, imatrix=None):
+    return _run("iq3_s", "iq3_s", "iq3_numba", rows, imatrix)
+
+
+IQ3_XXS = register(QuantType("iq3_xxs", 18, QK_K, 98, quantize_iq3_xxs, _gguf_dequant("IQ3_XXS")))
+IQ3_S = register(QuantType("iq3_s", 21, QK_K, 110, quantize_iq3_s, _gguf_dequant("IQ3_S")))
