@@ -51,3 +51,20 @@ def quantize_iq3_s(rows, imatrix=None):
 
 IQ3_XXS = register(QuantType("iq3_xxs", 18, QK_K, 98, quantize_iq3_xxs, _gguf_dequant("IQ3_XXS")))
 IQ3_S = register(QuantType("iq3_s", 21, QK_K, 110, quantize_iq3_s, _gguf_dequant("IQ3_S")))
+
+
+def quantize_iq2_xxs(rows, imatrix=None):
+    return _run("iq2_xxs", "iq2_xxs", "iq2_numba", rows, imatrix)
+
+
+def quantize_iq2_xs(rows, imatrix=None):
+    return _run("iq2_xs", "iq2_xs", "iq2_numba", rows, imatrix)
+
+
+def quantize_iq2_s(rows, imatrix=None):
+    return _run("iq2_s", "iq2_s", "iq2_numba", rows, imatrix)
+
+
+IQ2_XXS = register(QuantType("iq2_xxs", 16, QK_K, 66, quantize_iq2_xxs, _gguf_dequant("IQ2_XXS")))
+IQ2_XS = register(QuantType("iq2_xs", 17, QK_K, 74, quantize_iq2_xs, _gguf_dequant("IQ2_XS")))
+IQ2_S = register(QuantType("iq2_s", 22, QK_K, 82, quantize_iq2_s, _gguf_dequant("IQ2_S")))
