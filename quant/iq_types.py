@@ -22,7 +22,8 @@ QK_K = 256
 NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq1_s")
 
 
-def _run(qname: str, kernel_name: str, module: str, rows, imatrix):
+def _run(qname: str, kernel_name: str, module: str, rows, imatrix, d_at: int | None = 0,
+         grid_name: str | None = None):
     import importlib
 
     from tinyconvert.quant.iq_grids import grid
@@ -33,11 +34,18 @@ def _run(qname: str, kernel_name: str, module: str, rows, imatrix):
     qw = np.zeros(k, F) if imatrix is None else np.ascontiguousarray(imatrix, dtype=F)
     if qw.shape != (k,):
         raise ValueError(f"importance matrix has {qw.size} columns, rows have {k}")
-    g = grid(qname)
+    g = grid(grid_name or qname)
     kernel = getattr(importlib.import_module(f"tinyconvert.quant.{module}"), kernel_name)
     blocks, d = kernel(x, qw, imatrix is not None, g.pos, g.kmap, g.nb_start, g.nb_count,
                        g.neighbours)
-    blocks[:, :, 0:2] = d.astype(np.float16).view(np.uint8).reshape(n_rows, -1, 2)
+    bits = d.astype(np.float16).view(np.uint16).astype(np.uint16)          # [n_rows, nbl]
+    if d_at is not None:
+        blocks[:, :, d_at:d_at + 2] = bits.view(np.uint8).reshape(n_rows, -1, 2)
+    else:                                   # IQ1_M: nibble j of d into bits 12-15 of word j
+        words = blocks[:, :, 48:56].copy().view("<u2")                     # [n_rows, nbl, 4]
+        for j in range(4):
+            words[:, :, j] |= ((bits >> (4 * j)) & 0xF) << 12
+        blocks[:, :, 48:56] = words.view(np.uint8)
     return blocks.reshape(n_rows, -1)
 
 
@@ -68,3 +76,19 @@ def quantize_iq2_s(rows, imatrix=None):
 IQ2_XXS = register(QuantType("iq2_xxs", 16, QK_K, 66, quantize_iq2_xxs, _gguf_dequant("IQ2_XXS")))
 IQ2_XS = register(QuantType("iq2_xs", 17, QK_K, 74, quantize_iq2_xs, _gguf_dequant("IQ2_XS")))
 IQ2_S = register(QuantType("iq2_s", 22, QK_K, 82, quantize_iq2_s, _gguf_dequant("IQ2_S")))
+
+
+def quantize_iq1_s(rows, imatrix=None):
+    return _run("iq1_s", "iq1_s", "iq1_numba", rows, imatrix)
+
+
+IQ1_S = register(QuantType("iq1_s", 19, QK_K, 50, quantize_iq1_s, _gguf_dequant("IQ1_S")))
+
+
+def quantize_iq1_m(rows, imatrix=None):
+    """IQ1_M has no separate d: its fp16 bits go, a nibble each, to bits 12-15 of the four
+    scale words."""
+    return _run("iq1_m", "iq1_m", "iq1_numba", rows, imatrix, d_at=None, grid_name="iq1_s")
+
+
+IQ1_M = register(QuantType("iq1_m", 29, QK_K, 56, quantize_iq1_m, _gguf_dequant("IQ1_M")))

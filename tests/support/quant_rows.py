@@ -23,6 +23,9 @@ def spiced_rows(n_rows: int, k: int, seed: int) -> np.ndarray:
         x[5] = (np.round(x[5] * 64) / 64).astype(F)                         # many exact ties
         x[6, :k // 2] = (rng.standard_normal(k // 2) * 1e-9).astype(F)     # tiny blocks
         x[7, :] = 0.0                                                       # a zero row
+    if n_rows >= 12:            # few distinct values, +-0 mixed: IQ1's sort must keep ties stable
+        x[8] = (rng.integers(-2, 3, k) * 0.02).astype(F)
+        x[8, rng.random(k) < 0.1] = -0.0
     return x
 
 
