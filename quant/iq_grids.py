@@ -42,33 +42,41 @@ def _neighbours(pos, kmap, bits, nwant):
     total = 0
     d2 = np.zeros(n_grid, np.int32)
     p = np.zeros(dim, np.int32)
+    near = np.zeros(nwant, np.int32)         # the nwant smallest distinct distances, ascending
     for u in range(size):
         if kmap[u] >= 0:
             continue
         for k in range(dim):
             p[k] = 2 * ((u >> (bits * k)) & mask) + 1
+        have = 0
         for j in range(n_grid):
             s = 0
             for k in range(dim):
                 diff = np.int32(pos[j, k]) - p[k]
                 s += diff * diff
             d2[j] = s
+            at = have                         # insert s into near if new and small enough
+            for m in range(have):
+                if near[m] >= s:
+                    at = m
+                    break
+            if at < have and near[at] == s:
+                continue
+            if at < nwant:
+                for m in range(min(have, nwant - 1), at, -1):
+                    near[m] = near[m - 1]
+                near[at] = s
+                have = min(have + 1, nwant)
+        if total + n_grid > out.shape[0]:
+            grown = np.zeros(out.shape[0] * 2 + n_grid, np.int32)
+            grown[:total] = out[:total]
+            out = grown
         start[u] = total
-        last = -1
-        for _ in range(nwant):            # the next distinct distance, then its points by index
-            best = 1 << 30
+        for m in range(have):                 # by distance, then by index (C's qsort order)
             for j in range(n_grid):
-                if d2[j] > last and d2[j] < best:
-                    best = d2[j]
-            for j in range(n_grid):
-                if d2[j] == best:
-                    if total >= out.shape[0]:
-                        grown = np.zeros(out.shape[0] * 2, np.int32)
-                        grown[:total] = out[:total]
-                        out = grown
+                if d2[j] == near[m]:
                     out[total] = j
                     total += 1
-            last = best
         count[u] = total - start[u]
     return start, count, out[:total].copy()
 

@@ -47,3 +47,28 @@ def quantize_chunk(ggml_id: int, rows: np.ndarray, imatrix: np.ndarray | None = 
                                    None if qw is None else qw.ctypes.data)
     assert size == n * row_bytes, (size, n, row_bytes)
     return out
+
+
+def llamacpp_quantize_imatrix(src: Path, dst: Path, ftype: int,
+                              imatrix: dict[str, np.ndarray] | None, *, threads: int = 2) -> int:
+    """llama_model_quantize with params.imatrix: a NULL-terminated llama_model_imatrix_data
+    array of (name, float32 data, size), as llama-quantize passes its loaded matrix (None: no
+    matrix at all; {}: an empty one, which still counts as "has an imatrix"). Returns the rc
+    (1 where llama.cpp throws, e.g. a type that needs a matrix without one)."""
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    keep = []
+    if imatrix is not None:
+        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+        for i, (name, vec) in enumerate(sorted(imatrix.items())):
+            arr = np.ascontiguousarray(vec, dtype=np.float32)
+            keep.append(arr)
+            entries[i].name = name.encode()
+            entries[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = arr.size
+        keep.append(entries)
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    return llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                          ctypes.byref(params))
