@@ -92,3 +92,38 @@ def test_empty_imatrix_still_counts(model, tmp_path):
     assert llamacpp_quantize_imatrix(path, out, RECIPES["q4_0"][0], {}) == 0
     used = _compare(f, out, _ours(f, "q4_0", True), {})
     assert "q4_1" in used
+
+
+@pytest.mark.parametrize("mix", ["iq4_xs", "iq3_m"])
+def test_cli_quantize_iq_mix_whole_file(model, tmp_path, mix):
+    """Through our own pipeline and writer: every tensor of the file (types and bytes) equals
+    llama.cpp's file for a mix that needs no matrix."""
+    from typer.testing import CliRunner
+
+    from tinyconvert.cli import app
+    path, f, _ = model
+    ref = tmp_path / "ref.gguf"
+    assert llamacpp_quantize_imatrix(path, ref, RECIPES[mix][0], None) == 0
+    res = CliRunner().invoke(app, ["quantize", str(path), "-o", str(tmp_path / "o.gguf"), "-t",
+                                   mix, "--no-verify", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ours, theirs = read_gguf(tmp_path / "o.gguf"), read_gguf(ref)
+    assert ours.value("general.file_type") == theirs.value("general.file_type") == RECIPES[mix][0]
+    by_name = {t.name: t for t in ours.tensors}
+    for t in theirs.tensors:
+        mine = by_name[t.name]
+        assert mine.ggml_type == t.ggml_type, t.name
+        assert np.array_equal(ours.tensor_bytes(mine), theirs.tensor_bytes(t)), t.name
+
+
+def test_cli_refuses_a_mix_that_needs_a_matrix(model, tmp_path):
+    from typer.testing import CliRunner
+
+    from tinyconvert.cli import app
+    path, _, _ = model
+    res = CliRunner().invoke(app, ["quantize", str(path), "-o", str(tmp_path / "o.gguf"), "-t",
+                                   "iq2_xxs", "--no-verify"])
+    assert res.exit_code == 2, res.output
+    assert "iq2_xxs needs an importance matrix" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.gguf").exists()
