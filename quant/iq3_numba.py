@@ -14,11 +14,10 @@ KMAX = 8
 
 
 @njit(nogil=True, cache=True)
-def _search(xval, weight, waux, L, mx, nis, init_on, refine_all, pos, kmap, nbs, nbc, nbrs):
-    """The scale search over the 8 groups of 4 of one 32-block -> scale (L set)."""
-    Laux = np.zeros(32, np.int32)
-    on = np.zeros(8, np.bool_)
-    on_aux = np.zeros(8, np.bool_)
+def _search(xval, weight, waux, L, mx, nis, init_on, refine_all, pos, kmap, nbs, nbc, nbrs,
+            Laux, on, on_aux):
+    """The scale search over the 8 groups of 4 of one 32-block -> scale (L set); Laux, on,
+    on_aux are scratch (int32 [32], bool [8], bool [8])."""
     best = np.float32(0)
     scale = np.float32(mx / np.float32(2 * KMAX - 1))
     for k in range(8):
@@ -41,8 +40,10 @@ def _search(xval, weight, waux, L, mx, nis, init_on, refine_all, pos, kmap, nbs,
         if sumq2 > 0 and np.float32(sumqx * sumqx) > np.float32(best * sumq2):
             scale = np.float32(sumqx / sumq2)
             best = np.float32(scale * sumqx)
-            L[:] = Laux
-            on[:] = on_aux
+            for i in range(32):
+                L[i] = Laux[i]
+            for i in range(8):
+                on[i] = on_aux[i]
     n_off = 0
     for k in range(8):
         if not on[k]:
@@ -84,6 +85,9 @@ def iq3_xxs(x, qw, has_qw, pos, kmap, nbs, nbc, nbrs):
     waux = np.zeros(32, np.float32)
     xval = np.zeros(32, np.float32)
     L = np.zeros(32, np.int32)
+    Laux = np.zeros(32, np.int32)
+    on = np.zeros(8, np.bool_)
+    on_aux = np.zeros(8, np.bool_)
     signs = np.zeros(4, np.int32)
     scales = np.zeros(8, np.float32)
     sas = np.zeros(8, np.int64)
@@ -104,7 +108,7 @@ def iq3_xxs(x, qw, has_qw, pos, kmap, nbs, nbc, nbrs):
                     scales[ib] = 0
                     continue
                 scale = _search(xval, weight, waux, L, mx, 15, True, False, pos, kmap, nbs, nbc,
-                                nbrs)
+                                nbrs, Laux, on, on_aux)
                 if scale < 0:
                     scale = -scale
                     for j in range(4):
@@ -137,6 +141,9 @@ def iq3_s(x, qw, has_qw, pos, kmap, nbs, nbc, nbrs):
     waux = np.zeros(32, np.float32)
     xval = np.zeros(32, np.float32)
     L = np.zeros(32, np.int32)
+    Laux = np.zeros(32, np.int32)
+    on = np.zeros(8, np.bool_)
+    on_aux = np.zeros(8, np.bool_)
     signs = np.zeros(4, np.int32)
     scales = np.zeros(8, np.float32)
     for r in range(n_rows):
@@ -157,7 +164,7 @@ def iq3_s(x, qw, has_qw, pos, kmap, nbs, nbc, nbrs):
                     scales[ib] = 0
                     continue
                 scale = _search(xval, weight, waux, L, mx, 9, False, True, pos, kmap, nbs, nbc,
-                                nbrs)
+                                nbrs, Laux, on, on_aux)
                 if scale < 0:
                     scale = -scale
                     for j in range(4):
