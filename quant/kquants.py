@@ -159,8 +159,13 @@ def _qk_common(rows, nmax: int, rmin: float, nstep: int):
         inv_m = np.where(max_min > 0, F(63) / max_min, F(0)).astype(F)
     ls = np.minimum(63, nearest_int(inv_s[:, None] * scales) & 0xFF).astype(np.uint8)
     lm = np.minimum(63, nearest_int(inv_m[:, None] * mins) & 0xFF).astype(np.uint8)
-    d = f16_round(max_scale / F(63))
-    dmin = f16_round(max_min / F(63))
+    return qk_finish(x, L, ls, lm, f16_round(max_scale / F(63)), f16_round(max_min / F(63)), nmax)
+
+
+def qk_finish(x, L, ls, lm, d, dmin, nmax: int):
+    """Pack the 6-bit codes ls, lm (uint8 [nb, 8]) under d, dmin (f16 [nb]), then requantize the
+    weights x [nb, 8, 32] against the coded values (sub-blocks whose d*sc is 0 keep L)."""
+    nb = x.shape[0]
     packed = _pack_scales_k4(ls, lm)
     sc, m = _unpack_scales_k4(packed)
     dd = (d.astype(F)[:, None] * sc.astype(F)).astype(F)                      # [nb, 8]
@@ -174,13 +179,21 @@ def _qk_common(rows, nmax: int, rmin: float, nstep: int):
 
 
 def quantize_q4_k(rows, imatrix=None):
-    head, L = _qk_common(rows, 15, -1.0, 20)
+    if imatrix is not None:
+        from tinyconvert.quant.kquants_imatrix import qk_search
+        head, L = qk_search(rows, imatrix, 15)
+    else:
+        head, L = _qk_common(rows, 15, -1.0, 20)
     qs = (L[:, :, 0, :] | (L[:, :, 1, :] << 4)).astype(np.uint8).reshape(len(head), 128)
     return np.concatenate([head, qs], 1).reshape(rows.shape[0], -1)
 
 
 def quantize_q5_k(rows, imatrix=None):
-    head, L = _qk_common(rows, 31, -0.5, 15)
+    if imatrix is not None:
+        from tinyconvert.quant.kquants_imatrix import qk_search
+        head, L = qk_search(rows, imatrix, 31)
+    else:
+        head, L = _qk_common(rows, 31, -0.5, 15)
     qs = ((L[:, :, 0, :] & 15) | ((L[:, :, 1, :] & 15) << 4)).astype(np.uint8)
     hi = L >> 4                                                               # [nb, 4, 2, 32]
     shifts = (2 * np.arange(4)[:, None] + np.arange(2)[None, :])[None, :, :, None]
@@ -191,7 +204,11 @@ def quantize_q5_k(rows, imatrix=None):
 def quantize_q6_k(rows, imatrix=None):
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, 16, 16)              # [nb, 16, 16]
     nb = x.shape[0]
-    L, scales = make_qx_quants_rmse1(x.reshape(-1, 16), 32)
+    if imatrix is not None:         # quantize_row_q6_K_impl: the raw matrix as the weights
+        from tinyconvert.quant.kquants_imatrix import make_qx_quants_w, tile
+        L, scales = make_qx_quants_w(x.reshape(-1, 16), tile(imatrix, rows.shape[0], 16), 32)
+    else:
+        L, scales = make_qx_quants_rmse1(x.reshape(-1, 16), 32)
     L, scales = L.reshape(nb, 16, 16), scales.reshape(nb, 16)
     max_scale = first_absmax(scales)
     zero = np.abs(max_scale) < GROUP_MAX_EPS

@@ -26,6 +26,9 @@ def _pack_2bit(L: np.ndarray) -> np.ndarray:
 
 
 def quantize_q2_k(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.kquants_imatrix import quantize_q2_k_imatrix
+        return quantize_q2_k_imatrix(rows, imatrix)
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, 16, 16)              # [nb, 16, 16]
     nb = x.shape[0]
     sub = x.reshape(-1, 16)
@@ -84,6 +87,9 @@ def make_q3_quants(x: np.ndarray, nmax: int = 4):
 
 
 def quantize_q3_k(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.kquants_imatrix import quantize_q3_k_imatrix
+        return quantize_q3_k_imatrix(rows, imatrix)
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, 16, 16)
     nb = x.shape[0]
     L, scales = make_q3_quants(x.reshape(-1, 16))
@@ -94,12 +100,19 @@ def quantize_q3_k(rows, imatrix=None):
         iscale = (F(-32) / np.where(has, max_scale, F(1))).astype(F)
     l6 = np.clip(((nearest_int(iscale[:, None] * scales) + 128) & 0xFF) - 128, -32, 31) + 32
     l6 = np.where(has[:, None], l6, 0)                                       # [nb, 16] 0..63
+    with np.errstate(divide="ignore"):
+        d = np.where(has, f16_round(F(1) / iscale), np.float16(0))
+    return q3k_finish(x, L, l6, d).reshape(rows.shape[0], -1)
+
+
+def q3k_finish(x, L, l6, d):
+    """Pack the 16 six-bit codes l6 ([nb, 16] in 0..63) under d (f16 [nb]), requantize x
+    [nb, 16, 16] against d*(l6 - 32) (sub-blocks where that is 0 keep L) and lay out the block."""
+    nb = x.shape[0]
     packed = np.zeros((nb, 12), dtype=np.int32)
     packed[:, 0:8] = (l6[:, 0:8] & 15) | ((l6[:, 8:16] & 15) << 4)
     for j in range(16):
         packed[:, 8 + j % 4] |= (l6[:, j] >> 4) << (2 * (j // 4))
-    with np.errstate(divide="ignore"):
-        d = np.where(has, f16_round(F(1) / iscale), np.float16(0))
     dd = (d.astype(F)[:, None] * (l6 - 32).astype(F)).astype(F)              # [nb, 16]
     with np.errstate(divide="ignore", invalid="ignore"):
         req = np.clip(nearest_int(x / dd[:, :, None]), -4, 3) + 4
@@ -109,7 +122,7 @@ def quantize_q3_k(rows, imatrix=None):
     out = np.concatenate([hmask, _pack_2bit(np.where(L > 3, L - 4, L)),
                           packed.astype(np.uint8), d.astype(np.float16).view(np.uint8)
                           .reshape(nb, 2)], 1)
-    return out.reshape(rows.shape[0], -1)
+    return out
 
 
 Q2_K = register(QuantType("q2_k", 10, 256, 84, quantize_q2_k, _gguf_dequant("Q2_K")))

@@ -53,6 +53,9 @@ def _out(n_rows: int, *parts: np.ndarray) -> np.ndarray:
 
 
 def quantize_q4_0(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.legacy_imatrix import quantize_q4_0_imatrix
+        return quantize_q4_0_imatrix(rows, imatrix)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-8)).astype(F)
     q = np.minimum(15, _trunc_u8(x * _inverse(d) + F(8.5)))
@@ -60,6 +63,9 @@ def quantize_q4_0(rows, imatrix=None):
 
 
 def quantize_q4_1(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.legacy_imatrix import quantize_q4_1_imatrix
+        return quantize_q4_1_imatrix(rows, imatrix)
     x = _blocks(rows)
     lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
     d = ((hi - lo) / F(15)).astype(F)
@@ -68,6 +74,9 @@ def quantize_q4_1(rows, imatrix=None):
 
 
 def quantize_q5_0(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.legacy_imatrix import quantize_q5_0_imatrix
+        return quantize_q5_0_imatrix(rows, imatrix)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-16)).astype(F)
     q = np.minimum(31, _trunc_u8(x * _inverse(d) + F(16.5)))
@@ -75,6 +84,9 @@ def quantize_q5_0(rows, imatrix=None):
 
 
 def quantize_q5_1(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.legacy_imatrix import quantize_q5_1_imatrix
+        return quantize_q5_1_imatrix(rows, imatrix)
     x = _blocks(rows)
     lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
     d = ((hi - lo) / F(31)).astype(F)

@@ -74,6 +74,9 @@ def _fit(x, w, inv):
 
 
 def quantize_iq4_nl(rows, imatrix=None):
+    if imatrix is not None:
+        from tinyconvert.quant.legacy_imatrix import quantize_iq4_nl_imatrix
+        return quantize_iq4_nl_imatrix(rows, imatrix)
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, 32)
     nb = x.shape[0]
     kernels = compiled()

@@ -17,8 +17,8 @@ from tinyconvert.runtime.weights import dequantize
 
 # llama.cpp file type number for a pure file of each tensor type
 FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,
-          "q4_k": 14, "q5_k": 16, "q6_k": 18, "iq4_nl": 25, "tq1_0": 36, "tq2_0": 37,
-          "mxfp4": 38}
+          "q4_k": 14, "q5_k": 16, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "iq3_s": 26,
+          "tq1_0": 36, "tq2_0": 37, "mxfp4": 38}
 
 
 def _spice(path) -> None:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from tinyconvert.formats.errors import InputError
+from tinyconvert.pipeline import mixes_iq as iq
 from tinyconvert.quant import get_qtype
 
 # name -> (llama.cpp LlamaFileType number, default tensor type)
@@ -21,9 +22,10 @@ RECIPES: dict[str, tuple[int, str]] = {
     "q6_k": (18, "q6_k"), "iq4_nl": (25, "iq4_nl"), "tq1_0": (36, "tq1_0"), "tq2_0": (37, "tq2_0"),
     "mxfp4_moe": (38, "mxfp4"),
 }
+RECIPES.update(iq.IQ_RECIPES)
 ALIASES = {"q3_k": "q3_k_m", "q4_k": "q4_k_m", "q5_k": "q5_k_m"}     # as llama-quantize has them
 FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "tq1_0": "q4_0", "tq2_0": "q4_0", "q4_k": "q5_0",
-            "q5_k": "q5_1", "q6_k": "q8_0"}
+            "q5_k": "q5_1", "q6_k": "q8_0", **iq.IQ_FALLBACK}
 FLOATS = ("f32", "f16", "bf16")
 LAYERS_70B = {"qwen2": 80, "olmo": 80, "deci": 80, "jais2": 68}
 
@@ -69,7 +71,8 @@ class Options:
 
 
 # llama-quant.cpp: the mixes whose attn_output an eight-expert model bumps to Q5_K
-EIGHT_EXPERT_ATTN_OUTPUT_Q5_K = ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m")
+EIGHT_EXPERT_ATTN_OUTPUT_Q5_K = ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m",
+                                 *iq.EIGHT_EXPERT_ATTN_OUTPUT_Q5_K)
 
 
 def layer_of(name: str) -> int:
@@ -113,6 +116,7 @@ class _State:
     def __init__(self, n_attention_wv: int, n_layer: int, tied: bool):
         self.n_wv, self.i_wv = n_attention_wv, 0
         self.n_down, self.i_down = n_layer, 0
+        self.i_gate = self.i_up = 0
         self.tied = tied
 
 
@@ -126,13 +130,19 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
             return opts.output_tensor_type
         if falcon or row % get_qtype(new).block_size:
             return "q8_0"
+        if mix in iq.OUTPUT_Q5_K:
+            return "q5_k"
         return "q6_k" if new != "q8_0" else new
     if cat == "token_embd":
         if opts.token_embedding_type:
             return opts.token_embedding_type
-        return "q4_k" if mix in ("tq1_0", "tq2_0") else new
+        return "q4_k" if mix in ("tq1_0", "tq2_0") else iq.token_embd(mix) or new
+    if mix in iq.VERY_LOW:
+        return iq.very_low(st, mix, new, cat, shape)
     if cat in ("attn_v", "attn_qkv", "attn_kv_b"):
-        if mix == "q2_k":
+        if (t := iq.attn_v(mix, shape, opts.has_imatrix)) is not None:
+            new = t
+        elif mix == "q2_k":
             new = "q4_k" if shape.n_gqa >= 4 else "q3_k"
         elif mix == "q3_k_m":
             new = "q5_k" if st.i_wv < 2 else "q4_k"
@@ -151,11 +161,19 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
         st.i_wv += 1
     elif cat == "attn_k" and shape.n_expert == 8:
         new = "q8_0"
+    elif cat in ("attn_k", "attn_q"):
+        new = iq.attn_q_or_k(mix) or new
+    elif cat in ("ffn_gate", "ffn_up"):
+        i = layer_of(name) if shape.n_expert > 1 else getattr(st, f"i_{cat[4:]}")
+        new = iq.gate_or_up(mix, i, st.n_down) or new
+        setattr(st, f"i_{cat[4:]}", getattr(st, f"i_{cat[4:]}") + 1)
     elif cat == "ffn_down":
         # with experts llama.cpp reads the layer from the name (expert and shared-expert tensors
         # share the layer); the counter still advances
         i, n = (layer_of(name) if shape.n_expert > 1 else st.i_down), st.n_down
-        if mix == "q2_k":
+        if (t := iq.ffn_down(mix, i, n, shape, opts.has_imatrix, use_more_bits(i, n))) is not None:
+            new = t
+        elif mix == "q2_k":
             new = "q3_k"
         elif mix == "q3_k_m":
             new = ("q5_k" if i < n // 16 else
@@ -166,8 +184,6 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
             new = "q6_k" if i < n // 16 else "q5_k" if use_more_bits(i, n) else "q4_k"
         elif mix == "q4_k_m":
             new = "q6_k" if use_more_bits(i, n) else new
-        elif i < n // 8 and mix == "iq4_nl" and not opts.has_imatrix:
-            new = "q5_k"
         elif mix == "q5_k_m" and use_more_bits(i, n):
             new = "q6_k"
         elif mix == "q4_k_s" and not falcon and i < n // 8:
@@ -180,7 +196,8 @@ def _impl(st: _State, mix: str, new: str, name: str, row: int, shape: ModelShape
     elif cat == "attn_output" and shape.n_expert == 8:
         new = "q5_k" if mix in EIGHT_EXPERT_ATTN_OUTPUT_Q5_K else new
     elif cat == "attn_output":
-        new = {"q2_k": "q3_k", "q3_k_m": "q4_k", "q3_k_l": "q5_k"}.get(mix, new)
+        new = {"q2_k": "q3_k", "q3_k_m": "q4_k", "q3_k_l": "q5_k"}.get(mix) or \
+            iq.attn_output(mix) or new
     return new
 
 
@@ -232,4 +249,5 @@ def choose_types(tensors: list[tuple[str, tuple[int, ...], str]], mix: str, shap
             out[name] = (fitted, new if fitted != new else None)
         else:
             out[name] = (new, None)
+    iq.check_requires_imatrix(out, mix, opts.has_imatrix)
     return out
