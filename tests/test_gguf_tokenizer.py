@@ -30,6 +30,11 @@ HARD = (
     "<s>hello</s> <|endoftext|><|im_start|>user\nhi<|im_end|> <unk> <|end|> [PAD] <mask>",
     "<|im_start|>assistant\n", " <|endoftext|>  a", "\x1c\x1d\x1e\x1f\x0b\x0c", "ǅungla Ǉ",
     "\u2581leading block \u2581\u2581 x", "<0x41> <0xFF>", "🦙" * 5 + "a" * 40,
+    # digit groups glued to the text before them (afmoe, tiny_aya), Han next to kana, Hangul, Thai,
+    # compatibility ideographs and CJK extensions (kimi-k2, youtu, afmoe), marks and modifiers
+    "ab 1234 x  56 y\t7890123 ４５６", "  99999\n\n12", "a  1", "x \n 1234",
+    "漢字かな交じり文ｶﾀｶﾅ 한국어 ㄱㄴ ㄅㄆ ไทย", "\uf900\U00020000\U0002a700 中文，标点！“引号”…—",
+    "ʰʲ ˈwɔːtə 'tis o'clock ǅa", "a\u0301b\u0308 \u0301x",
 )
 
 
@@ -112,6 +117,30 @@ def test_every_pre_tokenizer_name_splits_like_llamacpp(tmp_path, gpt2_vocab, gro
                     assert ours.encode(text, add_special=add) == want, (name, add, text[:40])
         finally:
             llm.close()
+
+
+def _relabelled_like_llamacpp(tmp_path, vocab, name):
+    base = gf.read_gguf(vocab)
+    ours = gguf_tokenizer(dict(base.values(), **{"tokenizer.ggml.pre": name}))
+    out = tmp_path / f"{name}.gguf"
+    apply_edits(vocab, [make_set(base, "tokenizer.ggml.pre", name)], out)
+    llm = open_llama(out, vocab_only=True, verbose=False)
+    try:
+        for text in HARD:
+            for add in (True, False):
+                want = llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
+                assert ours.encode(text, add_special=add) == want, (name, add, text[:40])
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("name", ["tiny_aya", "youtu", "afmoe", "kimi-k2"])
+def test_hand_written_splitters_on_a_vocabulary_with_digit_and_space_tokens(tmp_path, models,
+                                                                            name):
+    """llama.cpp's own splitters for these names (digit groups glued to the text before them,
+    Han runs, script ranges) on Llama 3's vocabulary, whose multi-space and 3-digit tokens show
+    every split the GPT-2 vocabulary would merge the same either way."""
+    _relabelled_like_llamacpp(tmp_path, models / "ggml-vocab-llama-bpe.gguf", name)
 
 
 def test_spm_trained_here_with_byte_fallback_and_user_symbols(tmp_path):
