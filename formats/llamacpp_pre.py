@@ -178,8 +178,12 @@ NAMES: dict[str, PreTokenizer] = {
     "afmoe": _P("afmoe"),
     "kimi-k2": _P("kimi-k2"),
 }
-# Known to llama.cpp but not rebuilt here: the BPE pre-tokenizers over raw UTF-8 (no byte encoding)
+# Known to llama.cpp without byte encoding: BPE over raw UTF-8 (checks/bpe_raw.py), not these
+# byte-level splits. jina-v2-en and bert-bge-large are names llama.cpp's converter writes only on
+# WordPiece (`bert`) vocabularies, where llama.cpp ignores the pre name; a BPE file with them is
+# refused by llama.cpp itself ("unknown pre-tokenizer type").
 NOT_REBUILT = ("gemma4", "sarvam-moe", "whitespace", "granite-embed-multi-311m")
+WPM_ONLY = ("jina-v2-en", "bert-bge-large", "bert-bge")
 
 
 def pre_tokenizer(name: str | None) -> PreTokenizer:
@@ -187,6 +191,9 @@ def pre_tokenizer(name: str | None) -> PreTokenizer:
     if name is None or name == "":
         return NAMES["default"]
     if name not in NAMES:
+        if name in WPM_ONLY:
+            raise InputError(f"pre-tokenizer {name!r} on a BPE vocabulary: llama.cpp knows it only "
+                             f"for WordPiece ('bert') vocabularies and refuses this file too")
         known = "known to llama.cpp but" if name in NOT_REBUILT else "not"
         raise InputError(f"pre-tokenizer {name!r} is {known} rebuilt from a GGUF here; use the "
                          f"Hugging Face checkpoint as the reference")

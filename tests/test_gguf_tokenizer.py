@@ -1,7 +1,7 @@
 """A tokenizer rebuilt from a GGUF file alone gives exactly llama.cpp's ids (llama-cpp-python's
 tokenize on a vocab-only load) on hard text: every vocabulary file llama.cpp ships for its own
 tokenizer tests (SPM, BPE, WPM and UGM), every pre-tokenizer name llama.cpp knows, a SentencePiece model trained here and
-our own conversion of SmolLM2."""
+our own conversion of SmolLM2, and the raw-UTF-8 BPE kinds on Gemma 4's vocabulary."""
 from __future__ import annotations
 
 import gguf
@@ -70,14 +70,14 @@ SHIPPED = {
     "gpt-neox": "gpt2 (no pre: default)", "llama-bpe": "gpt2", "llama-spm": "llama",
     "mpt": "gpt2", "phi-3": "llama", "qwen2": "gpt2", "qwen35": "gpt2", "refact": "gpt2",
     "starcoder": "gpt2", "bert-bge": "bert (WPM)", "nomic-bert-moe": "t5 (UGM)",
+    "gemma-4": "gemma4 (BPE on raw UTF-8 with escaped spaces)",
 }
-NOT_REBUILT = {"gemma-4": "gemma4: BPE on raw UTF-8 with escaped spaces"}
 
 
 def test_every_shipped_vocabulary_is_accounted_for(models):
     shipped = {p.name.removeprefix("ggml-vocab-").removesuffix(".gguf")
                for p in models.glob("ggml-vocab-*.gguf")}
-    assert shipped == set(SHIPPED) | set(NOT_REBUILT)
+    assert shipped == set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -206,3 +206,46 @@ def test_llama2_tokenizer_json_only_converts_to_spm_like_llamacpp(tmp_path, llam
     finally:
         with_json.close()
         with_model.close()
+
+
+# Gemma 4's vocabulary (BPE over raw UTF-8) relabelled as the other files llama.cpp runs without
+# byte encoding: (tokenizer.ggml.model, pre, add_bos_token). add_bos_token false shows Gemma 4's
+# forced BOS; sarvam-moe keeps the file's choice.
+RAW_RELABELS = {
+    "gpt2 granite-embed-multi-311m": ("gpt2", "granite-embed-multi-311m", "false"),
+    "gpt2 sarvam-moe": ("gpt2", "sarvam-moe", "false"),
+    "whitespace": ("whitespace", "whitespace", "true"),
+    "whitespace lowercase": ("whitespace", "whitespace", "true", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_RELABELS))
+def test_raw_utf8_bpe_names_tokenize_like_llamacpp(tmp_path, models, case):
+    model, pre, add_bos, *lower = RAW_RELABELS[case]
+    src = models / "ggml-vocab-gemma-4.gguf"
+    base = gf.read_gguf(src)
+    edits = [make_set(base, "tokenizer.ggml.model", model), make_set(base, "tokenizer.ggml.pre", pre),
+             make_set(base, "tokenizer.ggml.add_bos_token", add_bos)]
+    if lower:
+        edits.append(make_set(base, "tokenizer.ggml.normalizer.lowercase", "true", "bool"))
+    out = tmp_path / "raw.gguf"
+    apply_edits(src, edits, out)
+    assert_tokenizes_like_llamacpp(out, HARD + ("Hello WORLD  İstanbul ÀÉ\u3000x\u00a0y",))
+
+
+def test_gpt2_whitespace_and_wordpiece_only_names_are_refused_in_one_line(models):
+    from tinyconvert.formats.errors import InputError
+    fields = gf.read_gguf(models / "ggml-vocab-gpt-2.gguf").values()
+    for pre in ("whitespace", "jina-v2-en", "bert-bge-large"):
+        with pytest.raises(InputError, match=pre):
+            gguf_tokenizer(dict(fields, **{"tokenizer.ggml.pre": pre}))
+
+
+@pytest.mark.parametrize("pre", ["jina-v2-en", "bert-bge-large"])
+def test_wordpiece_only_names_on_a_wordpiece_vocabulary(tmp_path, models, pre):
+    """llama.cpp's converter writes these names on BERT (WordPiece) files, where the pre name
+    changes nothing."""
+    src = models / "ggml-vocab-bert-bge.gguf"
+    out = tmp_path / "wpm.gguf"
+    apply_edits(src, [make_set(gf.read_gguf(src), "tokenizer.ggml.pre", pre)], out)
+    assert_tokenizes_like_llamacpp(out)
