@@ -249,3 +249,26 @@ def test_wordpiece_only_names_on_a_wordpiece_vocabulary(tmp_path, models, pre):
     out = tmp_path / "wpm.gguf"
     apply_edits(src, [make_set(gf.read_gguf(src), "tokenizer.ggml.pre", pre)], out)
     assert_tokenizes_like_llamacpp(out)
+
+
+@pytest.mark.parametrize("model,pre", [("gemma4", "gemma4"), ("gpt2", "sarvam-moe")])
+def test_a_newline_run_that_is_a_token_but_no_merge(tmp_path, models, model, pre):
+    """A small SentencePiece-style BPE vocabulary where "\\n\\n\\n" is a token that no merge
+    reaches: llama.cpp takes such a run whole for Gemma 4 only; missing bytes are dropped."""
+    import json
+    src = models / "ggml-vocab-gemma-4.gguf"
+    base = gf.read_gguf(src)
+    words = ["a", "b", "\u2581", "\n", "ab", "\u2581a", "\n\n", "\n\n\n", "\u2581\u2581"]
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{b:02X}>" for b in range(200)]
+    tokens += words
+    types = [3] * 5 + [6] * 200 + [1] * len(words)
+    merges = ["a b", "\u2581 a", "\n \n", "\u2581 \u2581"]
+    edits = [make_set(base, k, json.dumps(v), from_json=True) for k, v in (
+        ("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.token_type", types),
+        ("tokenizer.ggml.scores", [0.0] * len(tokens)), ("tokenizer.ggml.merges", merges))]
+    edits += [make_set(base, "tokenizer.ggml.model", model),
+              make_set(base, "tokenizer.ggml.pre", pre)]
+    out = tmp_path / "small.gguf"
+    apply_edits(src, edits, out)
+    texts = ("\n\n\n", "ab\n\n\nab", "\n" * 7, " a  ab\n\n\n\n b", "é ☃ 🦙 x", "<eos>\n\n\n<bos>")
+    assert_tokenizes_like_llamacpp(out, texts)
