@@ -49,8 +49,9 @@ def _inputs(path):
         else []
 
 
-def assert_tokenizes_like_llamacpp(path, texts=HARD) -> int:
-    """Ours and llama.cpp's ids for every text, with and without BOS/EOS; returns the count."""
+def assert_tokenizes_like_llamacpp(path, texts=HARD, decode_texts=()) -> int:
+    """Ours and llama.cpp's ids for every text, with and without BOS/EOS, and the text our ids of
+    each decode_text decode to; returns the count."""
     ours = gguf_tokenizer(gf.read_gguf(path).values())
     llm = open_llama(path, vocab_only=True, verbose=False)
     try:
@@ -58,6 +59,9 @@ def assert_tokenizes_like_llamacpp(path, texts=HARD) -> int:
             for add in (True, False):
                 want = llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
                 assert ours.encode(text, add_special=add) == want, (path.name, add, text[:40])
+        for text in decode_texts:
+            ids = ours.encode(text, add_special=False)
+            assert ours.decode(ids) == llm.detokenize(ids).decode("utf-8"), text
     finally:
         llm.close()
     return len(texts)
@@ -230,19 +234,11 @@ def test_raw_utf8_bpe_names_tokenize_like_llamacpp(tmp_path, models, case):
         edits.append(make_set(base, "tokenizer.ggml.normalizer.lowercase", "true", "bool"))
     out = tmp_path / "raw.gguf"
     apply_edits(src, edits, out)
-    assert_tokenizes_like_llamacpp(out, HARD + ("Hello WORLD  İstanbul ÀÉ\u3000x\u00a0y",))
-    ours = gguf_tokenizer(gf.read_gguf(out).values())
-    llm = open_llama(out, vocab_only=True, verbose=False)
     # and back to text, as llama.cpp detokenizes; the whitespace model only in ASCII: llama.cpp
     # reads its tokens as byte-level BPE text there, which garbles other characters
-    texts = ("Hello world x",) if model == "whitespace" else (
+    decode = ("Hello world x",) if model == "whitespace" else (
         " Hello  world\n\n x", "é ☃ 🦙 中文\u3000", "\t\u2581a")
-    try:
-        for text in texts:
-            ids = ours.encode(text, add_special=False)
-            assert ours.decode(ids) == llm.detokenize(ids).decode("utf-8"), text
-    finally:
-        llm.close()
+    assert_tokenizes_like_llamacpp(out, HARD + ("Hello WORLD  İstanbul ÀÉ\u3000x\u00a0y",), decode)
 
 
 def test_gpt2_whitespace_and_wordpiece_only_names_are_refused_in_one_line(models):
