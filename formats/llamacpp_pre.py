@@ -49,6 +49,31 @@ _CJK = r"[一-龥ࠀ-一가-퟿]+"
 _UPPER_ASCII_FREE = r"((?=[\p{L}])([^a-z]))"       # llama.cpp's stand-in for [\p{Lu}\p{Lt}...]
 _LOWER_ASCII_FREE = r"((?=[\p{L}])([^A-Z]))"
 
+# llama.cpp's digit splitter for afmoe and tiny_aya (unicode.cpp, unicode_regex_split_custom_afmoe):
+# a run of n digits is cut into n % 3 leading digits and groups of three, and the text before the
+# run is not a piece of its own but glued to its first group ("a  1234" -> "a  1", "234"), which
+# the next regex then splits without seeing the end of the text after the spaces
+_DIGIT_GROUPS = r"[^\p{N}]*\p{N}{1,3}(?=(?:\p{N}{3})*(?!\p{N}))"
+# tiny_aya's and youtu's GPT-4o-like regex as llama.cpp runs it: every \p{Lu}/\p{Ll}/... collapses
+# to "any letter", so both case classes are letters or marks
+_LM = r"[\p{L}\p{M}]"
+_LETTERS_MARKS = (rf"[^\r\n\p{{L}}\p{{N}}]?{_LM}*{_LM}+{_C}?|[^\r\n\p{{L}}\p{{N}}]?{_LM}+{_LM}*{_C}?"
+                  r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_YOUTU_CJK = ("[\uac00-\ud7a3\u3131-\u318e]+|[\uff01\u2026\u201c\u201d\u2018\u2019\u2014\uff1a"
+              "\uff1b\uff0c\u3001-\u303f\ufe30-\ufe4f]+|[\u3105-\u312f]+"
+              "|[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+")
+# afmoe's script ranges exactly as llama.cpp compiles them (its 3rd range starts at U+8C48, the
+# NFC form of U+F900, so it also covers Hangul and more)
+_AFMOE_CJK = ("[\u4e00-\u9fff\u3400-\u4dbf\u8c48-\ufaff\u3040-\u309f\u30a0-\u30ff\uff65-\uff9f"
+              "\u2f00-\u2fdf\u0e40-\u0e7f\u0e80-\u0eff\u1780-\u17ff\u1000-\u109f\uaa60-\uaa7f"
+              "\ua9e0-\ua9ff\uac00-\ud7af\u1100-\u11ff]+")
+# llama.cpp's "Han" (unicode_cpt_is_han) and its kimi-k2 splitter, which is Kimi's regex with Han
+# runs first, letters (not marks) outside Han, and ASCII-case contractions
+_HAN = ("\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002ebef"
+        "\uf900-\ufaff\U0002f800-\U0002fa1f")
+_KIMI = (rf"[{_HAN}]+|[^\r\n\p{{L}}\p{{N}}]?[\p{{L}}&&[^{_HAN}]]+{_C}?|\p{{N}}{{1,3}}"
+         r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
 # pre-tokenizer kind (llama.cpp's LLAMA_VOCAB_PRE_TYPE_*) -> split regexes
 REGEXES: dict[str, tuple[str, ...]] = {
     "default": (r"[\p{P}\$\+<=>\^~\|]+", _GPT2_STL, r"\p{N}+", r"[0-9][0-9][0-9]"),
@@ -91,6 +116,11 @@ REGEXES: dict[str, tuple[str, ...]] = {
     "laguna": (r"[^\n]+|[\n]+", QWEN2),
     "exaone-moe": (_C + r"|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}"
                    r"| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+",),
+    # llama.cpp runs its own splitters here, written as the regexes they amount to (see above)
+    "tiny_aya": (_DIGIT_GROUPS, _LETTERS_MARKS),
+    "youtu": (_YOUTU_CJK, _LETTERS_MARKS.replace(r"|\p{N}{1,3}|", r"|\p{N}|")),
+    "afmoe": (_DIGIT_GROUPS, _AFMOE_CJK, _DS3),
+    "kimi-k2": (_KIMI,),
     "minicpm5": (r"\p{N}{1,3}", _C + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+"),
 }
@@ -143,12 +173,17 @@ NAMES: dict[str, PreTokenizer] = {
     "grok-2": _P("qwen2"),
     "laguna": _P("laguna"),
     "exaone-moe": _P("exaone-moe"),
+    **{n: _P("tiny_aya") for n in ("tiny_aya", "cohere2moe")},
+    "youtu": _P("youtu", ignore_merges=True),
+    "afmoe": _P("afmoe"),
+    "kimi-k2": _P("kimi-k2"),
 }
-# Known to llama.cpp but not rebuilt here: pre-tokenizers run by hand-written code with no regex
-# equivalent (kimi-k2, afmoe, tiny_aya's digit groups, youtu's custom script classes) and the ones
-# that do not byte-encode (gemma4, sarvam-moe, whitespace, granite-embed-multi-311m).
-NOT_REBUILT = ("kimi-k2", "afmoe", "tiny_aya", "cohere2moe", "youtu", "gemma4", "sarvam-moe",
-               "whitespace", "granite-embed-multi-311m")
+# Known to llama.cpp without byte encoding: BPE over raw UTF-8 (checks/bpe_raw.py), not these
+# byte-level splits. jina-v2-en and bert-bge-large are names llama.cpp's converter writes only on
+# WordPiece (`bert`) vocabularies, where llama.cpp ignores the pre name; a BPE file with them is
+# refused by llama.cpp itself ("unknown pre-tokenizer type").
+NOT_REBUILT = ("gemma4", "sarvam-moe", "whitespace", "granite-embed-multi-311m")
+WPM_ONLY = ("jina-v2-en", "bert-bge-large", "bert-bge")
 
 
 def pre_tokenizer(name: str | None) -> PreTokenizer:
@@ -156,6 +191,9 @@ def pre_tokenizer(name: str | None) -> PreTokenizer:
     if name is None or name == "":
         return NAMES["default"]
     if name not in NAMES:
+        if name in WPM_ONLY:
+            raise InputError(f"pre-tokenizer {name!r} on a BPE vocabulary: llama.cpp knows it only "
+                             f"for WordPiece ('bert') vocabularies and refuses this file too")
         known = "known to llama.cpp but" if name in NOT_REBUILT else "not"
         raise InputError(f"pre-tokenizer {name!r} is {known} rebuilt from a GGUF here; use the "
                          f"Hugging Face checkpoint as the reference")

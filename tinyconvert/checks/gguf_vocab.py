@@ -5,7 +5,8 @@
    never breaks a longer one); llama.cpp strips the spaces beside some of them (LSTRIP/RSTRIP);
 2. each stretch of text between them goes through the vocabulary's own tokenizer: SentencePiece
    (`llama`, with its space prefix and byte fallback), byte-level BPE (`gpt2`, with the split
-   regexes of its pre-tokenizer name), WordPiece (`bert`, checks/wordpiece.py) or Unigram (`t5`,
+   regexes of its pre-tokenizer name), BPE over raw UTF-8 (`gemma4`, `whitespace`, and `gpt2`
+   under the pre names that turn byte encoding off: checks/bpe_raw.py), WordPiece (`bert`, checks/wordpiece.py) or Unigram (`t5`,
    checks/unigram.py);
 3. BOS / EOS as the file's add_bos_token / add_eos_token keys say, llama.cpp's defaults otherwise.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinyconvert.checks.bpe_raw import RawBpe, raw_kind
 from tinyconvert.checks.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.llamacpp_pre import REGEXES, pre_tokenizer
@@ -183,14 +185,21 @@ def framing(fields: dict) -> Framing:
         add_bos, add_eos, bos, eos = True, False, 1, 2
     elif model == "t5":
         add_bos, add_eos, bos, eos = False, True, None, 1
+    elif model == "gemma4":                      # no default ids; add_bos forced below
+        add_bos, add_eos, bos, eos = True, False, None, None
+    elif raw_kind(model, pre_name) is not None:
+        add_bos, add_eos, bos, eos = False, False, 11, 11
     else:
         pre = pre_tokenizer(pre_name)
         add_bos, add_eos, bos, eos = pre.add_bos, False, 11, 11
         if pre.no_bos:
             bos = None
     add_bos = bool(_key(fields, "add_bos_token", add_bos))
+    raw = raw_kind(model, pre_name)
+    add_bos = add_bos or bool(raw and raw.force_bos)
     add_eos = bool(_key(fields, "add_eos_token", add_eos))
-    bos = _key(fields, "bos_token_id", bos) if bos is not None or model == "t5" else None
+    bos = _key(fields, "bos_token_id", bos) if bos is not None or model in ("t5", "gemma4") \
+        else None
     eos = _key(fields, "eos_token_id", eos)
     return Framing(int(bos) if add_bos and bos is not None else None,
                    int(eos) if add_eos and eos is not None else None)
@@ -200,6 +209,9 @@ def text_encoder(fields: dict) -> LlamaVocab:
     model = fields.get("tokenizer.ggml.model")
     if model == "llama":
         return LlamaVocab(_Spm(fields), fields)
+    raw = raw_kind(model, fields.get("tokenizer.ggml.pre"))
+    if raw is not None:
+        return LlamaVocab(RawBpe(fields, raw), fields)
     if model == "gpt2":
         return LlamaVocab(_Bpe(fields, fields.get("tokenizer.ggml.pre")), fields)
     if model == "bert":
