@@ -63,9 +63,9 @@ def _plan(cfg, records, outtype: str, target):
 
 
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
-    from tinyconvert.formats.predictor import load_predictors
+    from tinyconvert.formats.predictor import scan_predictors
     from tinyconvert.powerinfer.pwri import to_powerinfer, with_output
-    preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
+    preds = scan_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
     arch = gguf_arch_name(cfg.arch)
     if outtype == "f16":
         return with_output(to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16"), arch)

@@ -16,7 +16,7 @@ from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
-from tinyconvert.formats.predictor import load_predictors, predictor_threshold
+from tinyconvert.formats.predictor import scan_predictors, predictor_threshold
 from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
 from tinyconvert.pipeline.quantize import gguf_plan
 from tinyconvert.pipeline.stream import stream_tensors
@@ -84,7 +84,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
     n_layer = f.value(f"{arch}.block_count")
     n_embd, n_ff = f.value(f"{arch}.embedding_length"), f.value(f"{arch}.feed_forward_length")
     _check_inventory(f, arch, n_layer)
-    preds = load_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
+    preds = scan_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
     if sparse_threshold is None:
         sparse_threshold = predictor_threshold(Path(predictor_dir))
     fd = os.open(inp, os.O_RDONLY)
