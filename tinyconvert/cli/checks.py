@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
+from tinyconvert.io.threads import THREADS_HELP, use_torch_threads
 
 
 @cli_errors
@@ -28,6 +29,7 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="last line of stdout is a JSON object"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer error and the KLD "
                                         "distribution to this PNG (needs matplotlib)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Compare a GGUF file's predictions with its reference model's."""
     import json
@@ -37,6 +39,7 @@ def verify_cmd(
     if text is not None and not text.is_file():
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
+    use_torch_threads(threads)
     report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine,
                     reference_engine=reference_engine)
     if plot is not None:
@@ -93,11 +96,13 @@ def run_cmd(
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy"),
     top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling mass"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Generate text with the bundled runtime (streams the output)."""
     import sys
 
     from tinyconvert.checks.generate import generate
+    use_torch_threads(threads)
 
     def show(text: str) -> None:
         sys.stdout.write(text)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
+from tinyconvert.io.threads import THREADS_HELP
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
@@ -29,6 +30,7 @@ def hf2gguf_cmd(
                                                      help="powerinfer.sparse_threshold"),
     dense_relu: bool = typer.Option(False, "--dense-relu", help="write a ReLU model as a plain "
                                     "GGUF for attach-predictor (llama.cpp cannot run it right)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -44,14 +46,15 @@ def hf2gguf_cmd(
     if sparse_threshold is not None and not powerinfer:
         raise InputError("--sparse-threshold goes with --powerinfer")
     res = hf2gguf(model, out, outtype=outtype.lower(), quiet=quiet, model_name=model_name,
-                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu)
+                  powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
+                  threads=threads)
     _print_fallbacks(res.fallbacks)
     _print_notes(res.notes)
     if not quiet and not as_json:
         typer.echo(f"wrote {res.path} ({res.outtype}, {res.n_tensors} tensors, "
                    f"{res.n_bytes / 2**20:.1f} MiB, {len(res.fallbacks)} fallbacks) "
                    f"in {res.seconds:.1f}s")
-    _finish(str(res.source), res.path, no_verify, as_json,
+    _finish(str(res.source), res.path, no_verify, as_json, threads,
             {"outtype": res.outtype, "tensors": res.n_tensors, "bytes": res.n_bytes,
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks]})
@@ -63,10 +66,13 @@ def _print_notes(notes: list[str]) -> None:
         typer.echo(f"warning: {note}", err=True)
 
 
-def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict):
-    """The check, then (with --json) one JSON line; a failed check exits 3 after both."""
+def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool,
+            threads: int | None, result: dict):
+    """The check (on the command's threads), then (with --json) one JSON line; a failed check
+    exits 3 after both."""
     import json
-    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json)
+    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json,
+                                                 threads=threads)
     if as_json:
         typer.echo(json.dumps({"path": str(candidate), **result,
                                "verify": report.as_json() if report else None}))
@@ -85,9 +91,11 @@ def _print_fallbacks(fallbacks) -> None:
                    err=True)
 
 
-def _post_verify(reference: str, candidate: Path, echo: bool = True):
+def _post_verify(reference: str, candidate: Path, echo: bool = True, threads: int | None = None):
     """The short accuracy check every converting command ends with."""
     from tinyconvert.checks.verify import verify
+    from tinyconvert.io.threads import use_torch_threads
+    use_torch_threads(threads)
     report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS)
     if echo:
         typer.echo(report.summary_line())
@@ -130,7 +138,7 @@ def quantize_cmd(
                                              help="keep output.weight as it is"),
     tensor_type: list[str] = typer.Option([], "--tensor-type", help="PATTERN=TYPE, a regex "
                                           "searched in tensor names; repeatable, first wins"),
-    threads: int = typer.Option(2, "--threads", help="worker threads"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     allow_requantize: bool = typer.Option(False, "--allow-requantize",
                                           help="dequantize and requantize a quantized input"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
@@ -153,7 +161,7 @@ def quantize_cmd(
                    threads=threads, allow_requantize=allow_requantize, quiet=quiet,
                    tmac=tmac_opts)
     _report_quantize(res, quiet or as_json)
-    _finish(res.source, res.path, no_verify, as_json,
+    _finish(res.source, res.path, no_verify, as_json, threads,
             {"mix": res.tmac or res.mix, "types": res.types, "bytes_in": res.bytes_in,
              "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
              "requantized": res.requantized, "notes": res.notes,

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import cli_errors
+from tinyconvert.io.threads import THREADS_HELP, use_torch_threads
 
 
 @cli_errors
@@ -17,11 +18,12 @@ def attach_predictor_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="output .powerinfer.gguf"),
     sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
     from tinyconvert.powerinfer.attach import attach_predictor
     res = attach_predictor(inp, predictor_dir, out, sparse_threshold=sparse_threshold,
-                           quiet=quiet)
+                           quiet=quiet, threads=threads)
     if not quiet:
         typer.echo(f"wrote {res.path} (PWRI, {res.n_tensors} tensors, predictor ranks "
                    f"{min(res.ranks)}-{max(res.ranks)}, threshold "
@@ -37,12 +39,14 @@ def train_predictor_cmd(
     epochs: int = typer.Option(60, "--epochs"),
     target_recall: float = typer.Option(0.98, "--target-recall",
                                         help="recall every layer must reach on training tokens"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Fit PowerInfer predictors (model_{i}.pt) from the model's own activations."""
     from tinyconvert.formats.errors import InputError
     from tinyconvert.powerinfer.train_predictor import train_predictors
     if not text.is_file():
         raise InputError(f"{text}: no such text file")
+    use_torch_threads(threads)
     threshold, rows = train_predictors(model, text.read_text(encoding="utf-8"), rank=rank,
                                        out=out, epochs=epochs, target_recall=target_recall)
     typer.echo(f"wrote {out} (threshold {threshold:.4g} in config.json); held-out tokens:")

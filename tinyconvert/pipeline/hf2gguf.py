@@ -28,6 +28,7 @@ from tinyconvert.pipeline.general import add_general
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
 from tinyconvert.pipeline.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.io.progress import TensorProgress
+from tinyconvert.io.threads import resolve_threads
 from tinyconvert.quant.tmac_types import CANONICAL
 from tinyconvert.pipeline.stream import stream_tensors
 from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, spec_from_name
@@ -77,13 +78,14 @@ def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
 
 
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
-            model_name: str | None = None, target=None, threads: int = 1,
+            model_name: str | None = None, target=None, threads: int | None = None,
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
             dense_relu: bool = False) -> ConvertResult:
     """powerinfer: a predictor folder; writes PowerInfer's PWRI file for a ReLU model.
     dense_relu: write a ReLU model as a plain GGUF (for attach-predictor; llama.cpp would run its
     FFN with SiLU, so the file records the activation in tinyconvert.ffn_act)."""
     outtype = outtype.lower()
+    threads = resolve_threads(threads)
     if target is None and (spec := spec_from_name(outtype)) is not None:
         from tinyconvert.pipeline.assign import Target
         target = Target("f16", tmac=spec)

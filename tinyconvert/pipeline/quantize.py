@@ -25,6 +25,7 @@ from tinyconvert.quant import int8_grouped as i8g
 from tinyconvert.quant import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
 from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.io.threads import resolve_threads
 from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
 
 BITS = {8: "q8_0", 4: "q4_0"}
@@ -159,10 +160,11 @@ def _shape(f: gf.GgufFile) -> ModelShape:
 
 
 def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,
-             group_size: int | None = None, options: Options = Options(), threads: int = 2,
+             group_size: int | None = None, options: Options = Options(), threads: int | None = None,
              allow_requantize: bool = False, quiet: bool = False,
              tmac: TmacOptions | None = None) -> QuantizeResult:
     target = resolve_target(qtype, bits, group_size, options, tmac)
+    threads = resolve_threads(threads)
     out = Path(out)
     if not Path(inp).is_file():
         from tinyconvert.pipeline.hf2gguf import hf2gguf

@@ -20,6 +20,7 @@ from tinyconvert.formats.predictor import scan_predictors, predictor_threshold
 from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
 from tinyconvert.pipeline.quantize import gguf_plan
 from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.io.threads import resolve_threads
 
 LLAMA_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
                "ffn_up", "ffn_down")
@@ -72,8 +73,10 @@ def _check_inventory(f: gf.GgufFile, arch: str, n_layer: int) -> None:
 
 
 def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
-                     sparse_threshold: float | None = None, quiet: bool = False) -> AttachResult:
+                     sparse_threshold: float | None = None, quiet: bool = False,
+                     threads: int | None = None) -> AttachResult:
     inp, out = Path(inp), Path(out)
+    threads = resolve_threads(threads)
     check_output(out, inp)
     f = gf.read_gguf(inp)
     if f.magic != b"GGUF":
@@ -98,7 +101,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
                              p.qtype.nbytes(p.shape)) for p in final]
         with atomic_output(out) as tmp, open(tmp, "wb") as fh:
             write_header(fh, tensors, entries, alignment=f.alignment, magic=MAGIC)
-            stream_tensors(fh, final, f.alignment)
+            stream_tensors(fh, final, f.alignment, threads=threads)
     finally:
         os.close(fd)
     return AttachResult(out, len(final), [p.rank for p in preds], sparse_threshold)
