@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyconvert.quant.kernels import compiled, compiled_blocks
 from tinyconvert.quant.registry import QuantType, register
 
 QK = 32
@@ -53,6 +54,8 @@ def _out(n_rows: int, *parts: np.ndarray) -> np.ndarray:
 
 
 def quantize_q4_0(rows, imatrix=None):
+    if (kernels := compiled("legacy_numba")) is not None:
+        return compiled_blocks(kernels.q4_0, rows, 18)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-8)).astype(F)
     q = np.minimum(15, _trunc_u8(x * _inverse(d) + F(8.5)))
@@ -68,6 +71,8 @@ def quantize_q4_1(rows, imatrix=None):
 
 
 def quantize_q5_0(rows, imatrix=None):
+    if (kernels := compiled("legacy_numba")) is not None:
+        return compiled_blocks(kernels.q5_0, rows, 22)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-16)).astype(F)
     q = np.minimum(31, _trunc_u8(x * _inverse(d) + F(16.5)))

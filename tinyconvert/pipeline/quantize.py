@@ -18,7 +18,7 @@ from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.pipeline.mixes import ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g

@@ -9,7 +9,7 @@ import numpy as np
 
 from tinyconvert.pipeline.encode import encode_rows
 from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 
 CHUNK_BYTES = 4 << 20
 

@@ -13,7 +13,7 @@ from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.predictor import Predictor, PredictorFile
 from tinyconvert.pipeline.held import HeldWhole
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 
 MAGIC = b"PWRI"
