@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--threads", default="2")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated commands to run (default all), "
+                    "e.g. 'hf2gguf f16,powerinfer f16'")
     args = ap.parse_args()
     built = {size: build(size) for size in SIZES}
     if args.build_only:
@@ -133,13 +135,21 @@ def main() -> None:
         out = BENCH / "out.gguf"
         print(f"{size}: {n / 1e9:.2f}B parameters, {SIZES[size]} layers", flush=True)
         for label, cmd in commands(silu, relu, out, args.threads).items():
+            if args.only and label not in args.only.split(","):
+                continue
             rows.setdefault(label, {})[size] = measure(cmd + ["-q", "--no-verify"])
-            if label == "hf2gguf f16":            # quantize's input
+            print(f"  {label:18s} {rows[label][size][1]:7.0f} MiB {rows[label][size][0]:7.1f}s",
+                  flush=True)
+            wanted = not args.only or "quantize q4_k_m" in args.only.split(",")
+            if label == "hf2gguf f16" and wanted:            # quantize's input
                 out.rename(out.with_name("in-f16.gguf"))
             out.unlink(missing_ok=True)
-        out.with_name("in-f16.gguf").unlink(missing_ok=True)
+        if not args.only:
+            out.with_name("in-f16.gguf").unlink(missing_ok=True)
     print(f"{'command':18s} {'small MiB':>10s} {'big MiB':>10s} {'ratio':>6s}   seconds")
     for label, r in rows.items():
+        if len(r) < 2:
+            continue
         (ts, ms), (tb, mb) = r["small"], r["big"]
         print(f"{label:18s} {ms:10.0f} {mb:10.0f} {mb / ms:6.2f}   {ts:6.1f} / {tb:6.1f}")
     if not args.keep:
