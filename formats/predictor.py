@@ -22,6 +22,17 @@ class Predictor:
     def rank(self) -> int:
         return self.fc1.shape[0]
 
+    @property
+    def n_embd(self) -> int:
+        return self.fc1.shape[1]
+
+    @property
+    def n_ff(self) -> int:
+        return self.fc2.shape[0]
+
+    def load(self) -> Predictor:      # in memory already (as PredictorFile.load() reads it)
+        return self
+
 
 def _load_one(folder: Path, i: int) -> dict[str, np.ndarray]:
     st, pt = folder / f"model_{i}.safetensors", folder / f"model_{i}.pt"
@@ -48,7 +59,38 @@ def _load_one(folder: Path, i: int) -> dict[str, np.ndarray]:
                      f"model_{i}.safetensors)")
 
 
-def load_predictors(folder: Path, n_layer: int, n_embd: int, n_ff: int) -> list[Predictor]:
+@dataclass(frozen=True)
+class PredictorFile:
+    """Layer i's predictor as found on disk (checked once, then let go): its shapes for the
+    plan, and load() to read it again when its rows are written, one layer at a time."""
+    folder: Path
+    layer: int
+    rank: int
+    n_embd: int
+    n_ff: int
+
+    def load(self) -> Predictor:
+        return _checked(self.folder, self.layer, self.n_embd, self.n_ff)
+
+
+def _checked(folder: Path, i: int, n_embd: int, n_ff: int) -> Predictor:
+    state = _load_one(folder, i)
+    if set(state) != {"fc1.weight", "fc2.weight"}:
+        raise InputError(f"layer {i} predictor: expected fc1.weight and fc2.weight, got "
+                         f"{sorted(state)}")
+    fc1 = np.ascontiguousarray(state["fc1.weight"], dtype=np.float32)
+    fc2 = np.ascontiguousarray(state["fc2.weight"], dtype=np.float32)
+    if fc1.ndim != 2 or fc1.shape[1] != n_embd:
+        raise InputError(f"layer {i} predictor: fc1.weight shape {fc1.shape}, expected "
+                         f"(rank, n_embd={n_embd})")
+    if fc2.ndim != 2 or fc2.shape != (n_ff, fc1.shape[0]):
+        raise InputError(f"layer {i} predictor: fc2.weight shape {fc2.shape}, expected "
+                         f"(n_ff={n_ff}, rank={fc1.shape[0]})")
+    return Predictor(fc1, fc2)
+
+
+def scan_predictors(folder: Path, n_layer: int, n_embd: int, n_ff: int) -> list[PredictorFile]:
+    """Every layer's predictor checked (one in memory at a time) before anything is written."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such predictor folder")
@@ -56,22 +98,12 @@ def load_predictors(folder: Path, n_layer: int, n_embd: int, n_ff: int) -> list[
     if extra.exists() or (folder / f"model_{n_layer}.safetensors").exists():
         raise InputError(f"{folder}: has a predictor for layer {n_layer}, but the model has only "
                          f"{n_layer} layers")
-    out = []
-    for i in range(n_layer):
-        state = _load_one(folder, i)
-        if set(state) != {"fc1.weight", "fc2.weight"}:
-            raise InputError(f"layer {i} predictor: expected fc1.weight and fc2.weight, got "
-                             f"{sorted(state)}")
-        fc1 = np.ascontiguousarray(state["fc1.weight"], dtype=np.float32)
-        fc2 = np.ascontiguousarray(state["fc2.weight"], dtype=np.float32)
-        if fc1.ndim != 2 or fc1.shape[1] != n_embd:
-            raise InputError(f"layer {i} predictor: fc1.weight shape {fc1.shape}, expected "
-                             f"(rank, n_embd={n_embd})")
-        if fc2.ndim != 2 or fc2.shape != (n_ff, fc1.shape[0]):
-            raise InputError(f"layer {i} predictor: fc2.weight shape {fc2.shape}, expected "
-                             f"(n_ff={n_ff}, rank={fc1.shape[0]})")
-        out.append(Predictor(fc1, fc2))
-    return out
+    return [PredictorFile(folder, i, _checked(folder, i, n_embd, n_ff).rank, n_embd, n_ff)
+            for i in range(n_layer)]
+
+
+def load_predictors(folder: Path, n_layer: int, n_embd: int, n_ff: int) -> list[Predictor]:
+    return [p.load() for p in scan_predictors(folder, n_layer, n_embd, n_ff)]
 
 
 def predictor_threshold(folder: Path) -> float | None:

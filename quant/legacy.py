@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyconvert.quant.kernels import compiled, compiled_blocks
 from tinyconvert.quant.registry import QuantType, register
 
 QK = 32
@@ -56,6 +57,8 @@ def quantize_q4_0(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.legacy_imatrix import quantize_q4_0_imatrix
         return quantize_q4_0_imatrix(rows, imatrix)
+    if (kernels := compiled("legacy_numba")) is not None:
+        return compiled_blocks(kernels.q4_0, rows, 18)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-8)).astype(F)
     q = np.minimum(15, _trunc_u8(x * _inverse(d) + F(8.5)))
@@ -77,6 +80,8 @@ def quantize_q5_0(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.legacy_imatrix import quantize_q5_0_imatrix
         return quantize_q5_0_imatrix(rows, imatrix)
+    if (kernels := compiled("legacy_numba")) is not None:
+        return compiled_blocks(kernels.q5_0, rows, 22)
     x = _blocks(rows)
     d = (_signed_max(x) / F(-16)).astype(F)
     q = np.minimum(31, _trunc_u8(x * _inverse(d) + F(16.5)))

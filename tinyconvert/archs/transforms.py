@@ -8,22 +8,17 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
+from tinyconvert.pipeline.held import HeldWhole
 
 
 def transposed(rec: TensorRecord) -> TensorRecord:
     """rec [a, b] as [b, a]. A transpose needs whole columns: the source is read once when the
-    first rows are asked for and let go after the last (one tensor in memory, as elsewhere)."""
+    first rows are asked for and let go after every row was served (one tensor in memory)."""
     if len(rec.shape) != 2:
         raise InputError(f"tensor {rec.name!r} has shape {rec.shape}; a 2-D matrix was expected")
-    rows, held = rec.shape[1], {}
-
-    def read(r0: int, r1: int) -> np.ndarray:
-        if "t" not in held:
-            held["t"] = np.ascontiguousarray(rec.read_rows(0, rec.shape[0]).T)
-        out = held["t"][r0:r1]
-        if r1 >= rows:
-            held.clear()
-        return out
+    held = HeldWhole(lambda: np.ascontiguousarray(rec.read_rows(0, rec.shape[0]).T),
+                     rec.shape[1])
+    read = held.reader()
     return TensorRecord(rec.name, (rec.shape[1], rec.shape[0]), rec.dtype, read, rec.source)
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
+from tinyconvert.io.threads import THREADS_HELP, use_torch_threads
 
 
 @cli_errors
@@ -32,6 +33,7 @@ def verify_cmd(
                                    "to the HF reference; repeatable"),
     lora_scale: list[float] = typer.Option([], "--lora-scale", help="scale for all adapters, or "
                                            "one per --lora"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Compare a GGUF file's predictions with its reference model's."""
     import json
@@ -41,6 +43,7 @@ def verify_cmd(
     if text is not None and not text.is_file():
         raise InputError(f"{text}: no such text file")
     body = text.read_text(encoding="utf-8") if text is not None else None
+    use_torch_threads(threads)
     report = verify(reference, candidate, text=body, tokens=tokens, max_kld=max_kld, engine=engine,
                     reference_engine=reference_engine, lora=lora, lora_scale=lora_scale)
     if plot is not None:
@@ -97,11 +100,13 @@ def run_cmd(
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy"),
     top_p: float = typer.Option(1.0, "--top-p", help="nucleus sampling mass"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Generate text with the bundled runtime (streams the output)."""
     import sys
 
     from tinyconvert.checks.generate import generate
+    use_torch_threads(threads)
 
     def show(text: str) -> None:
         sys.stdout.write(text)

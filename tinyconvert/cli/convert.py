@@ -11,6 +11,7 @@ from tinyconvert.cli.errors import VERIFY_FAILED, cli_errors
 from tinyconvert.cli.split import DRY_HELP, SIZE_HELP, TENSORS_HELP, print_plan, shards_note
 from tinyconvert.cli.imatrix import (EXCLUDE_WEIGHTS, IMATRIX, IMATRIX_OUT, IMATRIX_TEXT,
                                      INCLUDE_WEIGHTS, imatrix_options)
+from tinyconvert.io.threads import THREADS_HELP
 
 POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
@@ -48,6 +49,7 @@ def hf2gguf_cmd(
                                    "merged into the weights; repeatable"),
     lora_scale: list[float] = typer.Option([], "--lora-scale", help="scale for all adapters, or "
                                            "one per --lora (default 1)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -72,7 +74,8 @@ def hf2gguf_cmd(
         "--lora": bool(lora)})
     if len(outtype) > 1:
         return hf2gguf_ladder_cmd(model, out, outtype, model_name=model_name,
-                                  no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot)
+                                  no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot,
+                                  threads=threads)
     res = hf2gguf(model, out, outtype=(outtype or ["auto"])[0].lower(), quiet=quiet,
                   model_name=model_name,
                   powerinfer=predictor, sparse_threshold=sparse_threshold, dense_relu=dense_relu,
@@ -80,7 +83,7 @@ def hf2gguf_cmd(
                   dry_run=dry_run,
                   imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
                                           include_weights, exclude_weights),
-                  lora=lora, lora_scale=lora_scale)
+                  lora=lora, lora_scale=lora_scale, threads=threads)
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _print_fallbacks(res.fallbacks)
@@ -94,7 +97,7 @@ def hf2gguf_cmd(
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks],
              "paths": [str(p) for p in res.plan.paths]},
-            lora=lora, lora_scale=lora_scale)
+            threads=threads, lora=lora, lora_scale=lora_scale)
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -103,12 +106,13 @@ def _print_notes(notes: list[str]) -> None:
         typer.echo(f"warning: {note}", err=True)
 
 
-def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict,
-            **lora):
-    """The check, then (with --json) one JSON line; a failed check exits 3 after both.
-    lora: verify's lora/lora_scale, for a file with adapters merged in."""
+def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict, *,
+            threads: int | None = None, **lora):
+    """The check (on the command's threads), then (with --json) one JSON line; a failed check
+    exits 3 after both. lora: verify's lora/lora_scale, for a file with adapters merged in."""
     import json
-    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json, **lora)
+    report = None if no_verify else _post_verify(reference, candidate, echo=not as_json,
+                                                 threads=threads, **lora)
     if as_json:
         typer.echo(json.dumps({"path": str(candidate), **result,
                                "verify": report.as_json() if report else None}))
@@ -127,9 +131,12 @@ def _print_fallbacks(fallbacks) -> None:
                    err=True)
 
 
-def _post_verify(reference: str, candidate: Path, echo: bool = True, **lora):
+def _post_verify(reference: str, candidate: Path, echo: bool = True, threads: int | None = None,
+                 **lora):
     """The short accuracy check every converting command ends with."""
     from tinyconvert.checks.verify import verify
+    from tinyconvert.io.threads import use_torch_threads
+    use_torch_threads(threads)
     report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS, **lora)
     if echo:
         typer.echo(report.summary_line())
@@ -173,7 +180,7 @@ def quantize_cmd(
                                              help="keep output.weight as it is"),
     tensor_type: list[str] = typer.Option([], "--tensor-type", help="PATTERN=TYPE, a regex "
                                           "searched in tensor names; repeatable, first wins"),
-    threads: int = typer.Option(2, "--threads", help="worker threads"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     allow_requantize: bool = typer.Option(False, "--allow-requantize",
                                           help="dequantize and requantize a quantized input"),
     split_max_size: Optional[str] = typer.Option(None, "--split-max-size", help=SIZE_HELP),
@@ -226,7 +233,7 @@ def quantize_cmd(
              "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
              "requantized": res.requantized, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks],
-             "paths": [str(p) for p in res.plan.paths]})
+             "paths": [str(p) for p in res.plan.paths]}, threads=threads)
 
 
 def _tensor_types(items: list[str]) -> tuple[tuple[str, str], ...]:

@@ -27,10 +27,10 @@ def check_ladder_options(n_types: int, plot: Path | None, no_verify: bool, **sin
 
 
 def hf2gguf_ladder_cmd(model: str, outdir: Path, outtypes: list[str], *, model_name, no_verify,
-                       quiet, as_json, plot) -> None:
+                       quiet, as_json, plot, threads=None) -> None:
     from tinyconvert.pipeline.ladder import hf2gguf_ladder
     res = hf2gguf_ladder(model, outdir, outtypes=[t.lower() for t in outtypes],
-                         model_name=model_name, quiet=quiet)
+                         model_name=model_name, quiet=quiet, threads=threads)
     finish_ladder(res, no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from tinyconvert.cli.errors import cli_errors
 from tinyconvert.cli.split import DRY_HELP, print_plan
+from tinyconvert.io.threads import THREADS_HELP, use_torch_threads
 
 
 @cli_errors
@@ -21,11 +22,12 @@ def attach_predictor_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout (with "
                                  "--dry-run: the plan)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Turn a dense ReLU-LLaMA GGUF plus predictors into a PowerInfer (PWRI) file."""
     from tinyconvert.powerinfer.attach import attach_predictor
     res = attach_predictor(inp, predictor_dir, out, sparse_threshold=sparse_threshold,
-                           quiet=quiet, dry_run=dry_run)
+                           quiet=quiet, dry_run=dry_run, threads=threads)
     if res.dry_run:
         print_plan(res.plan, as_json)
     elif as_json:
@@ -47,12 +49,14 @@ def train_predictor_cmd(
     epochs: int = typer.Option(60, "--epochs"),
     target_recall: float = typer.Option(0.98, "--target-recall",
                                         help="recall every layer must reach on training tokens"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ):
     """Fit PowerInfer predictors (model_{i}.pt) from the model's own activations."""
     from tinyconvert.formats.errors import InputError
     from tinyconvert.powerinfer.train_predictor import train_predictors
     if not text.is_file():
         raise InputError(f"{text}: no such text file")
+    use_torch_threads(threads)
     threshold, rows = train_predictors(model, text.read_text(encoding="utf-8"), rank=rank,
                                        out=out, epochs=epochs, target_recall=target_recall)
     typer.echo(f"wrote {out} (threshold {threshold:.4g} in config.json); held-out tokens:")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant import int8_grouped as i8g
 from tinyconvert.pipeline.tmac_plan import TmacSpec, assign_tmac

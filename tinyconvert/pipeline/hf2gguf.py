@@ -30,6 +30,7 @@ from tinyconvert.pipeline.general import add_general
 from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
 from tinyconvert.pipeline.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.io.progress import TensorProgress
+from tinyconvert.io.threads import resolve_threads
 from tinyconvert.quant.tmac_types import CANONICAL
 from tinyconvert.pipeline.stream import stream_tensors
 from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, spec_from_name
@@ -67,9 +68,9 @@ def _plan(cfg, records, outtype: str, target):
 
 
 def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
-    from tinyconvert.formats.predictor import load_predictors
+    from tinyconvert.formats.predictor import scan_predictors
     from tinyconvert.powerinfer.pwri import to_powerinfer, with_output
-    preds = load_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
+    preds = scan_predictors(predictor_dir, cfg.n_layer, cfg.n_embd, cfg.n_ff)
     arch = gguf_arch_name(cfg.arch)
     if outtype == "f16":
         return with_output(to_powerinfer(plan_tensors(cfg, records, "f16"), preds, "f16"), arch)
@@ -81,7 +82,7 @@ def _powerinfer_plan(cfg, records, outtype: str, predictor_dir: Path):
 
 
 def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False,
-            model_name: str | None = None, target=None, threads: int = 1,
+            model_name: str | None = None, target=None, threads: int | None = None,
             powerinfer: Path | None = None, sparse_threshold: float | None = None,
             dense_relu: bool = False, split_max_size: str | None = None,
             split_max_tensors: int | None = None, dry_run: bool = False,
@@ -99,6 +100,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     from tinyconvert.formats.gguf_split import make_rule
     rule = make_rule(split_max_size, split_max_tensors)
     outtype = outtype.lower()
+    threads = resolve_threads(threads)
     if imatrix is not None and imatrix.given:
         from tinyconvert.imatrix.apply import target_for
         target = target_for(model, outtype, target, imatrix, quiet)

@@ -117,7 +117,7 @@ def _hf_header(writer):
 
 
 def hf2gguf_ladder(model: str, outdir: Path, *, outtypes: list[str],
-                   model_name: str | None = None, threads: int = 1, quiet: bool = False,
+                   model_name: str | None = None, threads: int | None = None, quiet: bool = False,
                    targets: list[Target | None] | None = None) -> LadderResult:
     """outtypes as hf2gguf takes them (f16, q8_0 follow the converter; mixes the quantizer).
     targets (quantize on an HF input): each type's quantize target instead."""
@@ -165,7 +165,7 @@ def _gguf_output(f, inp, path, target, planned, raw, allow_requantize):
 
 
 def quantize_ladder(inp: str | Path, outdir: Path, *, qtypes: list[str],
-                    options: Options = Options(), threads: int = 2,
+                    options: Options = Options(), threads: int | None = None,
                     allow_requantize: bool = False, quiet: bool = False) -> LadderResult:
     from tinyconvert.pipeline.quantize import resolve_target
     targets = [resolve_target(q, None, None, options) for q in qtypes]

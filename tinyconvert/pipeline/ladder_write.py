@@ -115,9 +115,11 @@ def _stream(outputs, fds, where, read: SharedRead, threads: int, bar) -> None:
                 bar.advance(p0.name, sum(written))
 
 
-def write_outputs(outputs: list[LadderOutput], read: SharedRead, *, threads: int = 1,
+def write_outputs(outputs: list[LadderOutput], read: SharedRead, *, threads: int | None = None,
                   quiet: bool = False) -> list[int]:
     """Writes every output (all or none); returns their sizes in bytes."""
+    from tinyconvert.io.threads import resolve_threads
+    threads = resolve_threads(threads)
     names = [p.name for p in outputs[0].planned]
     for o in outputs[1:]:
         if sorted(p.name for p in o.planned) != sorted(names):

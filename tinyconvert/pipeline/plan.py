@@ -2,41 +2,25 @@
 header alone, before any data is read, so the GGUF header can be written first."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from tinyconvert.archs.base import NameMapper, permute_qk
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.records import TensorRecord, rows_and_len
+from tinyconvert.formats.records import TensorRecord
 import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
 from tinyconvert.archs.config_checks import check_against_records, check_planned
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import QuantType, get_qtype
 from tinyconvert.quant.tmac_types import CANONICAL
 
 FLOAT_SOURCES = ("F32", "F16", "BF16")
-
-
-@dataclass(frozen=True)
-class PlannedTensor:
-    name: str                     # GGUF name
-    shape: tuple[int, ...]        # numpy/torch order (outermost first)
-    qtype: QuantType
-    read_rows: Callable[[int, int], np.ndarray]   # output rows [r0, r1), transforms applied
-    src_dtype: str                # "F32", "F16" or "BF16" (uint16 bits)
-    align: int = 1                # chunks start and end on multiples of this many rows
-    fallback_from: str | None = None   # requested type that could not hold this row length
-    # [n_mat, n_per_row] importance matrix its quantizer gets (tinyconvert.imatrix.apply)
-    imatrix: np.ndarray | None = field(default=None, compare=False)
-
-    @property
-    def n_rows(self) -> int:
-        return rows_and_len(self.shape)[0]
 
 
 def resolve_outtype(outtype: str, records: list[TensorRecord]) -> str:

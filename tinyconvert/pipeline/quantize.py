@@ -18,13 +18,14 @@ from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.pipeline.mixes import ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g
 from tinyconvert.quant import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
 from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.io.threads import resolve_threads
 from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
 from tinyconvert.imatrix.apply import KEYS as IMATRIX_KEYS, file_keys as imatrix_keys, with_imatrix
 
@@ -171,7 +172,7 @@ def _shape(f: gf.GgufFile) -> ModelShape:
 
 
 def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int | None = None,
-             group_size: int | None = None, options: Options = Options(), threads: int = 2,
+             group_size: int | None = None, options: Options = Options(), threads: int | None = None,
              allow_requantize: bool = False, quiet: bool = False,
              tmac: TmacOptions | None = None, split_max_size: str | None = None,
              split_max_tensors: int | None = None, dry_run: bool = False,
@@ -182,6 +183,7 @@ def quantize(inp: str | Path, out: Path, *, qtype: str | None = None, bits: int 
     rule = make_rule(split_max_size, split_max_tensors)
     target = with_imatrix(resolve_target(qtype, bits, group_size, options, tmac), str(inp),
                           imatrix, quiet)
+    threads = resolve_threads(threads)
     out = Path(out)
     if not Path(inp).is_file():
         from tinyconvert.pipeline.hf2gguf import hf2gguf

@@ -1,5 +1,6 @@
 """Streams planned tensors into an open GGUF file after its header: row chunks are read, encoded
-(in a thread pool; numpy releases the GIL) and written in order, each tensor on the alignment."""
+(in a thread pool; numpy releases the GIL; a bounded number in flight) and written in order,
+each tensor on the alignment."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinyconvert.pipeline.encode import encode_rows
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
+from tinyconvert.pipeline.planned import PlannedTensor
 
 CHUNK_BYTES = 4 << 20
 
@@ -40,7 +42,8 @@ def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
         for p in planned:
             f.write(bytes(-f.tell() % alignment))
             written, tails = 0, []
-            parts = (pool.map(lambda rr, p=p: _encode(p, *rr), chunks(p, threads))
+            parts = (bounded_map(pool, lambda rr, p=p: _encode(p, *rr), chunks(p, threads),
+                                 in_flight_limit(threads))
                      if threads > 1 else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
             for data in parts:
                 if isinstance(data, tuple):          # T-MAC: codes now, sections at the end

@@ -17,10 +17,11 @@ from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_model import open_gguf
 from tinyconvert.formats.gguf_split import SPLIT_KEYS
 from tinyconvert.formats.gguf_write import OutTensor, write_header
-from tinyconvert.formats.predictor import load_predictors, predictor_threshold
+from tinyconvert.formats.predictor import scan_predictors, predictor_threshold
 from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
 from tinyconvert.pipeline.quantize import gguf_plan
 from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.io.threads import resolve_threads
 
 LLAMA_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
                "ffn_up", "ffn_down")
@@ -76,10 +77,11 @@ def _check_inventory(f: gf.GgufFile, arch: str, n_layer: int) -> None:
 
 def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
                      sparse_threshold: float | None = None, quiet: bool = False,
-                     dry_run: bool = False) -> AttachResult:
+                     dry_run: bool = False, threads: int | None = None) -> AttachResult:
     """dry_run: plan only (result.plan), nothing written."""
     from tinyconvert.pipeline.outplan import single_plan
     inp, out = Path(inp), Path(out)
+    threads = resolve_threads(threads)
     check_output(out, inp)
     f = open_gguf(inp)                  # one file, or every shard of a split model
     for shard in f.shards[1:]:
@@ -92,7 +94,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
     n_layer = f.value(f"{arch}.block_count")
     n_embd, n_ff = f.value(f"{arch}.embedding_length"), f.value(f"{arch}.feed_forward_length")
     _check_inventory(f, arch, n_layer)
-    preds = load_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
+    preds = scan_predictors(Path(predictor_dir), n_layer, n_embd, n_ff)
     if sparse_threshold is None:
         sparse_threshold = predictor_threshold(Path(predictor_dir))
     try:
@@ -109,7 +111,7 @@ def attach_predictor(inp: Path, predictor_dir: Path, out: Path, *,
             plan.check_space()
             with atomic_output(out) as tmp, open(tmp, "wb") as fh:
                 write_header(fh, tensors, entries, alignment=f.alignment, magic=MAGIC)
-                stream_tensors(fh, final, f.alignment)
+                stream_tensors(fh, final, f.alignment, threads=threads)
     finally:
         f.close()
     return AttachResult(out, len(final), [p.rank for p in preds], sparse_threshold, plan,

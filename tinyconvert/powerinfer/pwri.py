@@ -6,14 +6,14 @@ assumes so); there is no BF16 in PowerInfer's ggml. See shared/specs/powerinfer.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import numpy as np
 
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.predictor import Predictor
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.formats.predictor import Predictor, PredictorFile
+from tinyconvert.pipeline.held import HeldWhole
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 
 MAGIC = b"PWRI"
@@ -27,8 +27,7 @@ DOWN_BIAS = re.compile(r"^blk\.(\d+)\.ffn_down\.bias$")     # OPT's: renamed, as
 
 def _transposed(p: PlannedTensor, out_type: str) -> PlannedTensor:
     """blk.N.ffn_down [n_embd, n_ff] -> blk.N.ffn_down_t [n_ff, n_embd]; the source tensor is
-    read whole once (one tensor in memory), then served by rows."""
-    @functools.lru_cache(maxsize=1)
+    read whole once, served by rows and let go after its last row (one tensor in memory)."""
     def full() -> np.ndarray:
         rows = p.read_rows(0, p.n_rows)
         if p.src_dtype in ("F16", "F32"):
@@ -39,14 +38,20 @@ def _transposed(p: PlannedTensor, out_type: str) -> PlannedTensor:
 
     src = p.src_dtype if p.src_dtype in ("F16", "F32") else "F32"
     return PlannedTensor(p.name.replace(".ffn_down.", ".ffn_down_t."), (p.shape[1], p.shape[0]),
-                         get_qtype(out_type), lambda r0, r1: full()[r0:r1], src)
+                         get_qtype(out_type), HeldWhole(full, p.shape[1]).reader(), src)
 
 
-def _predictor_tensor(name: str, w: np.ndarray, out_type: str) -> PlannedTensor:
-    return PlannedTensor(name, w.shape, get_qtype(out_type), lambda r0, r1: w[r0:r1], "F32")
+def _predictor_tensors(i: int, pred, out_type: str) -> list[PlannedTensor]:
+    """blk.i.fc1 and fc2, read from one load of layer i's predictor, freed once both are written
+    (pred: a Predictor in memory or a PredictorFile read when its rows are asked for)."""
+    held = HeldWhole(pred.load, pred.rank + pred.n_ff)
+    return [PlannedTensor(f"blk.{i}.fc1.weight", (pred.rank, pred.n_embd), get_qtype(out_type),
+                          held.reader(lambda d: d.fc1), "F32"),
+            PlannedTensor(f"blk.{i}.fc2.weight", (pred.n_ff, pred.rank), get_qtype(out_type),
+                          held.reader(lambda d: d.fc2), "F32")]
 
 
-def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor],
+def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor | PredictorFile],
                   two_d_type: str) -> list[PlannedTensor]:
     """The dense plan (in its order) with ffn_down transposed in place, then fc1/fc2 per layer."""
     out, seen = [], set()
@@ -65,8 +70,7 @@ def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor],
         raise InputError(f"the model has ffn_down for {len(seen)} layers but there are "
                          f"{len(predictors)} predictors")
     for i, pred in enumerate(predictors):
-        out.append(_predictor_tensor(f"blk.{i}.fc1.weight", pred.fc1, two_d_type))
-        out.append(_predictor_tensor(f"blk.{i}.fc2.weight", pred.fc2, two_d_type))
+        out.extend(_predictor_tensors(i, pred, two_d_type))
     return out
 
 
