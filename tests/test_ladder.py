@@ -20,7 +20,7 @@ from tinyconvert.cli import app
 from tinyconvert.formats import safetensors_file
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.records import rows_and_len
-from tinyconvert.io import atomic_many
+from tinyconvert.io import atomic_set
 from tinyconvert.pipeline import ladder_write
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.ladder import hf2gguf_ladder, quantize_ladder
@@ -201,7 +201,7 @@ def test_failure_leaves_no_output(model, tmp_path, monkeypatch, where):
             if len(n) == 2:
                 raise OSError("injected rename failure")
             return real(a, b)
-        monkeypatch.setattr(atomic_many.os, "replace", replace)
+        monkeypatch.setattr(atomic_set.os, "replace", replace)
     else:                           # an encode half-way through the model fails
         monkeypatch.setattr(ladder_write, "encode_rows", _fail_on(12, ladder_write.encode_rows))
     res = CliRunner().invoke(app, ["quantize", str(model.parent / "tiny-F32.gguf"), "-o",

@@ -1,8 +1,9 @@
-"""Several outputs that appear together or not at all (the shards of a split model): each is
+"""Several outputs that appear together or not at all (the shards of a split model, the files of
+a quant ladder): each is
 written to its own temporary file in its target folder (as tinyconvert.io.atomic does for one),
 and only when every one is complete and synced are they renamed into place. A failure before
 that removes every temporary file; a failure while renaming removes the shards already renamed,
-so no shard of a broken set is left behind."""
+so no part of a broken set is left behind."""
 from __future__ import annotations
 
 import contextlib

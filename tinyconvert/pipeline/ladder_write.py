@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from tinyconvert.io.atomic_many import atomic_outputs
+from tinyconvert.io.atomic_set import atomic_outputs
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.pipeline.encode import encode_rows
 from tinyconvert.pipeline.plan import PlannedTensor
