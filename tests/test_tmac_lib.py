@@ -125,6 +125,9 @@ def test_search_takes_an_importance_matrix(bits):
     assert (sq["weighted"] @ imatrix).sum() < 0.9 * (sq["plain"] @ imatrix).sum()
     same = tmac.quantize(w, bits, group, method="search", imatrix=np.ones(K, np.float32))
     assert np.array_equal(same.q, plain.q)           # uniform importance = no importance
+    from tinyconvert.quant.tmac_types import canonical_type
+    typed = canonical_type(bits, group, True).quantize_rows(w, imatrix)   # the encoder's call
+    assert np.array_equal(typed.q, weighted.q) and np.array_equal(typed.zf, weighted.zf)
     with pytest.raises(ValueError, match="256 columns"):
         tmac.quantize(w, bits, group, method="search", imatrix=np.ones(K - 1, np.float32))
     with pytest.raises(ValueError, match="non-finite"):
