@@ -37,7 +37,7 @@ def _error(row, wt, s, m, ftop):
     return err
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
 def search_groups_weighted(x, wts, top, off, cands, iters):
     """x, wts [n, gs] float32; cands: scale candidates as codes per span. -> codes, scales, zf."""
     n, gs = x.shape
@@ -57,7 +57,7 @@ def search_groups_weighted(x, wts, top, off, cands, iters):
         best_s, best_m = span / ftop, lo
         best_err = _error(row, wt, best_s, best_m, ftop)
         for c in cands:
-            s, m = span / np.float32(c), lo
+            s, m, last = span / np.float32(c), lo, np.float32(3e38)   # (fastmath: no inf)
             for _ in range(iters):
                 s, m, ok = _codes_fit(row, wt, s, m, ftop, wsum, wx)
                 if not ok or s <= 0:
@@ -65,6 +65,9 @@ def search_groups_weighted(x, wts, top, off, cands, iters):
                 err = _error(row, wt, s, m, ftop)
                 if err < best_err:
                     best_err, best_s, best_m = err, s, m
+                if err >= last:          # the codes stopped changing: later rounds repeat this
+                    break
+                last = err
         rs = np.float32(1) / best_s
         for i in range(gs):
             codes[g, i] = np.uint8(min(max(np.rint((row[i] - best_m) * rs), 0), ftop))
