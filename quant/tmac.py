@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyconvert.quant.kernels import compiled
+from tinyconvert.quant import tmac_search
 
 G = 4                      # activations per table (16 entries)
 ALPHA = np.array([0.5, 1.0, 2.0, 4.0], dtype=np.float64)
@@ -39,11 +39,14 @@ METHODS = ("search", "minmax")
 
 
 def quantize(w: np.ndarray, bits: int, group: int, *, sym: bool = False,
-             method: str = "minmax") -> TmacWeights:
+             method: str = "minmax", imatrix: np.ndarray | None = None) -> TmacWeights:
     """Per-group min-max (zero point, `_1` types) or GPTQ-style symmetric (`_0`) quantization,
     as T-MAC's converters do. method="search" (zero point only): the scale and offset of each
-    group are refit by weighted least squares for a range of candidate scales, keeping the lowest
-    weighted squared error (the codes still decode exactly as T-MAC's; only their choice differs)."""
+    group are refit by least squares for a range of candidate scales (quant/tmac_search.py),
+    keeping the lowest squared error, weighted per column by `imatrix` (float32 [K], the mean
+    squared activation of each input column) when given. The codes decode exactly as T-MAC's;
+    only their choice differs. Min-max and symmetric codes have no error to weight: they take no
+    imatrix (llama.cpp's types without an imatrix path likewise ignore it)."""
     if bits not in (1, 2, 3, 4):
         raise ValueError(f"T-MAC bits must be 1..4, got {bits}")
     if method not in METHODS:
@@ -59,51 +62,14 @@ def quantize(w: np.ndarray, bits: int, group: int, *, sym: bool = False,
         q = np.clip(np.round(x / s[..., None]) + off, 0, top)
         return TmacWeights(q.reshape(M, K).astype(np.uint8), s, None, bits, group)
     if method == "search":
-        kernels = compiled("tmac_numba")
-        if kernels is not None:
-            q, s, zf = kernels.search_groups(np.ascontiguousarray(x.reshape(-1, group)), top,
-                                             off, 20)
-            ng = K // group
-            return TmacWeights(q.reshape(M, K), s.reshape(M, ng), zf.reshape(M, ng), bits, group)
-        q, s, zf = _search(x, top, off)
-        return TmacWeights(q.reshape(M, K), s, zf, bits, group)
+        q, s, zf = tmac_search.search(x, top, off, tmac_search.check_imatrix(imatrix, K))
+        return TmacWeights(q, s, zf, bits, group)
     lo, hi = x.min(-1), x.max(-1)
     s = (np.maximum(hi - lo, np.float32(1e-5)) / top).astype(np.float32)
     z = np.clip(-np.round(lo / s), 0, top)
     q = np.clip(np.round(x / s[..., None]) + z[..., None], 0, top)
     zf = ((z - off) * s).astype(np.float32)
     return TmacWeights(q.reshape(M, K).astype(np.uint8), s, zf, bits, group)
-
-
-def _search(x: np.ndarray, top: int, off: int, steps: int = 20):
-    """x [M, G, gs] -> codes, scales, zf. Candidate codes L = round(c (x - min)) for
-    c = (top - 1 + 0.1 i) / (max - min), i = 0..steps, and min-max's own; for each, w ~ s L + m by
-    least squares weighted with x^2 + mean(x^2) (large weights matter more, as llama.cpp weights
-    its K-quant searches), then codes again for that (s, m); the lowest weighted error wins.
-    On SmolLM2 (w4, groups 64/128) this lowers verify's KL divergence from 0.43 to 0.32."""
-    lo, hi = x.min(-1), x.max(-1)
-    span = np.maximum(hi - lo, np.float32(1e-8))
-    wt = x * x + (x * x).mean(-1, keepdims=True)
-    n = wt.sum(-1)
-    sx = (wt * x).sum(-1)
-    best = (np.full(lo.shape, np.inf, np.float32), span / top, lo, None)
-    for c in [np.float32(top)] + [np.float32(top - 1 + 0.1 * i) for i in range(steps + 1)]:
-        L = np.clip(np.rint((c / span)[..., None] * (x - lo[..., None])), 0, top)
-        wl = wt * L
-        sl, sl2, slx = wl.sum(-1), (wl * L).sum(-1), (wl * x).sum(-1)
-        det = n * sl2 - sl * sl
-        ok = det > 0
-        safe = np.where(ok, det, 1)
-        s = np.where(ok, (n * slx - sl * sx) / safe, best[1]).astype(np.float32)
-        m = np.where(ok, (sl2 * sx - sl * slx) / safe, lo).astype(np.float32)
-        L = np.clip(np.rint((x - m[..., None]) / np.where(s > 0, s, 1)[..., None]), 0, top)
-        err = (wt * (s[..., None] * L + m[..., None] - x) ** 2).sum(-1)
-        win = err < best[0]
-        best = (np.where(win, err, best[0]), np.where(win, s, best[1]),
-                np.where(win, m, best[2]),
-                L if best[3] is None else np.where(win[..., None], L, best[3]))
-    _, s, m, L = best
-    return L.astype(np.uint8), s.astype(np.float32), (-(s * off + m)).astype(np.float32)
 
 
 # ---- generation C: canonical MSB-first packing (llama.cpp PR #13206) --------------------------

@@ -16,13 +16,6 @@ from numba import njit, prange
 ALPHA = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
 
 
-@njit(inline="always")
-def _round(v):
-    """Round half to even, like np.rint (a vector instruction, unlike an add-magic trick that
-    fastmath may fold away)."""
-    return np.float32(np.rint(v))
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def lut_matmul(idx, scales, zf, has_zf, QT, lut_s, lut_b, acts_per_group, tabs_per_act, out):
     M, K8, nbits = idx.shape
@@ -101,58 +94,3 @@ def lut_gemv(idx, scales, zf, has_zf, QP, lut_s, lut_b, acts_per_group, tabs_per
             if has_zf:
                 y += zf[m, g] * bsum
         out[m] = y
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def search_groups(x, top, off, steps):
-    """tmac._search for groups x [n, gs] (float32): the same candidates, weights and least-squares
-    refit, one group at a time -> (codes uint8 [n, gs], scales [n], zf [n])."""
-    n, gs = x.shape
-    codes = np.zeros((n, gs), np.uint8)
-    scales = np.zeros(n, np.float32)
-    zfs = np.zeros(n, np.float32)
-    ftop = np.float32(top)
-    for g in prange(n):
-        row = x[g]
-        lo, hi, msq = row[0], row[0], np.float32(0)
-        for i in range(gs):
-            lo, hi = min(lo, row[i]), max(hi, row[i])
-            msq += row[i] * row[i]
-        msq /= gs
-        span = max(hi - lo, np.float32(1e-8))
-        wsum = np.float32(0)
-        wx = np.float32(0)
-        for i in range(gs):
-            wt = row[i] * row[i] + msq
-            wsum += wt
-            wx += wt * row[i]
-        best_err, best_s, best_m = np.float32(np.inf), span / ftop, lo
-        for c in range(-1, steps + 1):
-            cand = ftop if c < 0 else np.float32(top - 1 + 0.1 * c)
-            inv = cand / span
-            sl, sl2, slx = np.float32(0), np.float32(0), np.float32(0)
-            for i in range(gs):
-                L = min(max(_round(inv * (row[i] - lo)), np.float32(0)), ftop)
-                wl = (row[i] * row[i] + msq) * L
-                sl += wl
-                sl2 += wl * L
-                slx += wl * row[i]
-            det = wsum * sl2 - sl * sl
-            if det <= 0:
-                continue
-            s = (wsum * slx - sl * wx) / det
-            m = (sl2 * wx - sl * slx) / det
-            rs = np.float32(1) / s if s > 0 else np.float32(1)
-            err = np.float32(0)
-            for i in range(gs):
-                L = min(max(_round((row[i] - m) * rs), np.float32(0)), ftop)
-                d = s * L + m - row[i]
-                err += (row[i] * row[i] + msq) * d * d
-            if err < best_err:
-                best_err, best_s, best_m = err, s, m
-        rs = np.float32(1) / best_s if best_s > 0 else np.float32(1)
-        for i in range(gs):
-            codes[g, i] = np.uint8(min(max(_round((row[i] - best_m) * rs), np.float32(0)), ftop))
-        scales[g] = best_s
-        zfs[g] = -(best_s * off + best_m)
-    return codes, scales, zfs

@@ -87,9 +87,10 @@ class TmacType:
         codes, scales = tmac.pack_permuted(t, self.tile)
         return np.frombuffer(codes, np.uint8), [scales.astype("<f4")]
 
-    def quantize_rows(self, rows: np.ndarray) -> tmac.TmacWeights:
+    def quantize_rows(self, rows: np.ndarray, imatrix: np.ndarray | None = None) -> tmac.TmacWeights:
+        """imatrix: float32 [n_cols] weighting each column's error (search quantizer only)."""
         return tmac.quantize(rows, self.bits, self.group, sym=not self.zero_point,
-                             method=self.method)
+                             method=self.method, imatrix=imatrix)
 
     def unpack(self, blob: np.ndarray, shape: tuple[int, ...]) -> tmac.TmacWeights:
         M, K = shape

@@ -88,20 +88,47 @@ def test_quantizer_error_is_small_and_tile_checks():
 
 
 def test_search_quantizer_numpy_and_compiled_agree():
-    """The weighted least-squares search: the numpy reference and the numba kernel choose the same
-    codes (up to float summation order) and both beat min-max on squared error."""
+    """The least-squares search: the numpy version and the numba kernel choose the same codes (up
+    to float summation order) and both beat min-max on squared error."""
+    from tinyconvert.quant import tmac_search
     from tinyconvert.quant.kernels import compiled
-    kernels = compiled("tmac_numba")
-    assert kernels is not None                       # numba is a dependency: CI runs this
+    assert compiled("tmac_search_numba") is not None     # numba is a dependency: CI runs this
     rng = np.random.default_rng(3)
     w = (rng.standard_t(4, (64, 512)) * 0.02).astype(np.float32)
     for bits, group in ((2, 64), (4, 128)):
         top, off = (1 << bits) - 1, 1 << (bits - 1)
-        q, s, zf = tmac._search(w.reshape(64, -1, group), top, off)
-        ref = tmac.TmacWeights(q.reshape(64, 512), s, zf, bits, group)
+        x = w.reshape(-1, group)
+        q, s, zf = tmac_search.search_numpy(x, np.ones_like(x), top, off)
+        ref = tmac.TmacWeights(q.reshape(64, 512), s.reshape(64, -1), zf.reshape(64, -1), bits,
+                               group)
         fast = tmac.quantize(w, bits, group, method="search")
         assert (fast.q == ref.q).mean() > 0.99     # ties between candidates may fall otherwise
         err = {name: ((t.dequantize() - w) ** 2).mean() for name, t in
                (("ref", ref), ("fast", fast), ("minmax", tmac.quantize(w, bits, group)))}
         assert err["fast"] < 0.95 * err["minmax"] and err["ref"] < 0.95 * err["minmax"], err
         assert abs(err["fast"] - err["ref"]) < 0.01 * err["ref"], err
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_search_takes_an_importance_matrix(bits):
+    """Columns the imatrix calls important get smaller errors than without it, and the weighted
+    error (what the imatrix says the output costs) falls; the vector is checked."""
+    rng = np.random.default_rng(bits)
+    M, K, group = 64, 256, 64
+    w = (rng.standard_t(4, (M, K)) * 0.02).astype(np.float32)
+    imatrix = np.where(np.arange(K) % 8 == 0, 100.0, 1.0).astype(np.float32)
+    plain = tmac.quantize(w, bits, group, method="search")
+    weighted = tmac.quantize(w, bits, group, method="search", imatrix=imatrix)
+    sq = {n: (t.dequantize() - w) ** 2 for n, t in (("plain", plain), ("weighted", weighted))}
+    hot = np.arange(K) % 8 == 0
+    assert sq["weighted"][:, hot].mean() < 0.7 * sq["plain"][:, hot].mean()
+    assert (sq["weighted"] @ imatrix).sum() < 0.9 * (sq["plain"] @ imatrix).sum()
+    same = tmac.quantize(w, bits, group, method="search", imatrix=np.ones(K, np.float32))
+    assert np.array_equal(same.q, plain.q)           # uniform importance = no importance
+    from tinyconvert.quant.tmac_types import canonical_type
+    typed = canonical_type(bits, group, True).quantize_rows(w, imatrix)   # the encoder's call
+    assert np.array_equal(typed.q, weighted.q) and np.array_equal(typed.zf, weighted.zf)
+    with pytest.raises(ValueError, match="256 columns"):
+        tmac.quantize(w, bits, group, method="search", imatrix=np.ones(K - 1, np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        tmac.quantize(w, bits, group, method="search", imatrix=-imatrix)
