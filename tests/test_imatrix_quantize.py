@@ -250,7 +250,7 @@ BAD = [
     (["--imatrix", "{t}/wrong.gguf"], "imatrix size 65 is different from tensor size 64"),
     (["--imatrix", "{t}/nan.gguf"], "non-finite"),
     (["--imatrix-text", "{t}/short.txt"], "needs at least 1024"),
-    (["--imatrix", "{t}/im.gguf", "--tmac", "-b", "4", "--group-size", "64"], "T-MAC"),
+    (["--imatrix", "{t}/im.gguf", "-b", "8", "--group-size", "64"], "grouped INT8"),
 ]
 
 
@@ -264,7 +264,7 @@ def test_cli_refusals(dense, tmp_path, args, message):
     files.write(im, tmp_path / "nan.gguf")
     (tmp_path / "short.txt").write_text("a few words only")
     argv = ["quantize", str(dense / "f32.gguf"), "-o", str(tmp_path / "q.gguf"), "--no-verify"]
-    argv += ["-t", "q4_0"] if "--tmac" not in args else []
+    argv += ["-t", "q4_0"] if "-b" not in args else []
     r = CliRunner().invoke(app, argv + [a.format(d=dense, t=tmp_path) for a in args])
     assert r.exit_code == 2, r.stderr
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -282,3 +282,41 @@ def test_cli_hf2gguf_refuses_a_float_outtype(dense, tmp_path):
     r = CliRunner().invoke(app, ["hf2gguf", str(dense), "-o", str(tmp_path / "x.gguf"),
                                  "--outtype", "f16", "--imatrix-text", str(dense / "calib.txt")])
     assert r.exit_code == 2 and "quantized types" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("how", ["quantize", "hf2gguf"])
+def test_tmac_search_takes_the_matrix(dense, tmp_path, how):
+    """quantize --tmac / hf2gguf --outtype tmac_* with --imatrix: every T-MAC tensor holds the
+    search quantizer's own output for its rows and its entry's vector, and differs from the
+    file made without the matrix; F16/F32 tensors are as without."""
+    from tinyconvert.pipeline.quantize import TmacOptions
+    from tinyconvert.quant import tmac_types as tt
+    rng = np.random.default_rng(0)                # columns of very different importance
+    entries = {n: files.Entry(rng.lognormal(0, 1.5, (1, a.shape[-1])).astype(np.float32),
+                              np.ones(1, dtype=np.int64))
+               for n, a in _tensors(dense / "f32.gguf").items() if a.ndim == 2}
+    files.write(files.Imatrix(entries, ["calib.txt"], 1, 512), tmp_path / "im.gguf")
+    im = files.read(tmp_path / "im.gguf")
+    opts = ImatrixOptions(imatrix=tmp_path / "im.gguf")
+    for out, o in (("with.gguf", opts), ("without.gguf", None)):
+        if how == "quantize":
+            quantize(dense / "f32.gguf", tmp_path / out, bits=4, group_size=64, quiet=True,
+                     tmac=TmacOptions(), imatrix=o)
+        else:
+            hf2gguf(str(dense), tmp_path / out, outtype="tmac_w4g64_1", quiet=True, imatrix=o)
+    qt = tt.canonical_type(4, 64, True)          # every row of the tiny model is 64 wide
+    src = _tensors(dense / "f32.gguf")
+    ours, plain = read_gguf(tmp_path / "with.gguf"), read_gguf(tmp_path / "without.gguf")
+    plain_bytes = {t.name: plain.tensor_bytes(t).tobytes() for t in plain.tensors}
+    checked = 0
+    for t in ours.tensors:
+        got = ours.tensor_bytes(t).tobytes()
+        if t.ggml_type != qt.ggml_id:
+            assert got == plain_bytes[t.name], t.name
+            continue
+        vector = np.asarray(im.normalized(t.name), np.float32).reshape(-1)
+        codes, tails = qt.pack(qt.quantize_rows(src[t.name], imatrix=vector))
+        assert got == codes.tobytes() + b"".join(x.tobytes() for x in tails), t.name
+        assert got != plain_bytes[t.name], t.name
+        checked += 1
+    assert checked == sum(t.ggml_type == qt.ggml_id for t in plain.tensors) >= 10, checked

@@ -161,6 +161,8 @@ def encode(p, r0: int, r1: int) -> np.ndarray:
     llama_tensor_quantize_impl's chunks, which never cross an expert."""
     from tinyconvert.pipeline.encode import to_f32
     rows = to_f32(p.read_rows(r0, r1), p.src_dtype).reshape(r1 - r0, -1)
+    if hasattr(p.qtype, "quantize_rows"):    # T-MAC (2-D only): (codes, tail sections)
+        return p.qtype.pack(p.qtype.quantize_rows(rows, imatrix=p.imatrix[0]))
     per = p.n_rows // p.imatrix.shape[0]
     parts, r = [], r0
     while r < r1:
@@ -178,9 +180,9 @@ def with_imatrix(target, model: str | Path, o: ImatrixOptions | None, quiet: boo
     check_options(o)
     if not o.given:
         return target
-    if target.tmac is not None or target.int8_group:
-        raise InputError("an importance matrix goes with llama.cpp's quant types, not with "
-                         "T-MAC or grouped INT8")
+    if target.int8_group:
+        raise InputError("an importance matrix goes with llama.cpp's quant types and T-MAC, "
+                         "not with grouped INT8 (round to nearest, nothing to weight)")
     data = load(model, o, quiet)
     if data is None:
         return target
@@ -195,4 +197,7 @@ def target_for(model: str, outtype: str, target, o: ImatrixOptions, quiet: bool 
     if target is None and outtype in ("f32", "f16", "bf16", "auto"):
         raise InputError(f"an importance matrix is for quantized types; --outtype {outtype} "
                          f"does not use one")
+    from tinyconvert.pipeline.tmac_plan import spec_from_name
+    if target is None and (spec := spec_from_name(outtype)) is not None:
+        target = Target("f16", tmac=spec)
     return with_imatrix(target or Target(recipe(outtype)), model, o, quiet)

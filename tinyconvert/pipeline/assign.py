@@ -32,8 +32,10 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
     the current bytes, for tensors that may be copied unchanged (GGUF input)."""
     if target.tmac or target.int8_group:    # carried-over bytes (gpt-oss MXFP4) decoded first
         planned = [decoded(p) if p.src_dtype == "RAW" else p for p in planned]
-    if target.tmac:
-        return assign_tmac(planned, target.tmac, target.options)
+    from tinyconvert.imatrix.apply import attach
+    if target.tmac:        # the matrix weights the search's error (tinyconvert.quant.tmac)
+        return attach(assign_tmac(planned, target.tmac, target.options), target.imatrix,
+                      target.mix, lambda p: hasattr(p.qtype, "quantize_rows"))
     if target.int8_group:
         return _int8(planned, target.int8_group, target.options)
     types = choose_types([(p.name, p.shape, p.qtype.name) for p in planned], target.mix, shape,
@@ -51,7 +53,6 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
             out.append(replace(p, read_rows=raw_readers[name], src_dtype="RAW"))
         else:
             out.append(replace(p, qtype=get_qtype(new), fallback_from=wanted))
-    from tinyconvert.imatrix.apply import attach
     return attach(out, target.imatrix, target.mix,
                   lambda p: allows_quantization(p.name, len(p.shape), target.options))
 
