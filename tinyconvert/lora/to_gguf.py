@@ -30,6 +30,7 @@ from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
+from tinyconvert.lora.names import checkpoint_name
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.plan import PlannedTensor
 from tinyconvert.pipeline.stream import stream_tensors
@@ -90,6 +91,31 @@ def _refuse_family(cfg, adapter: LoraAdapter) -> None:
     if experts:
         raise InputError(f"{adapter.path}: LoRA on MoE experts ({experts[0]}) cannot be written "
                          f"as a GGUF adapter (llama.cpp stacks the experts); {MERGE}")
+
+
+def _base_names(cfg, folder: Path, adapter: LoraAdapter) -> LoraAdapter:
+    """The adapter with its targets under the base checkpoint's names (lora.names): checked
+    against the checkpoint's tensors when there, else against the architecture table."""
+    from tinyconvert.formats.checkpoint import open_checkpoint
+    try:
+        names = {r.name for r in open_checkpoint(folder)}
+        known = names.__contains__
+    except InputError:                           # config and tokenizer only
+        mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
+        known = lambda name: _maps(mapper, name)   # noqa: E731
+    pairs = {}
+    for target, pair in adapter.pairs.items():
+        name = checkpoint_name(target, known)
+        pairs[name] = replace(pair, target=name)
+    return replace(adapter, pairs=pairs)
+
+
+def _maps(mapper: NameMapper, name: str) -> bool:
+    try:
+        mapper.gguf_name(name)
+    except InputError:
+        return False
+    return True
 
 
 def _check_shapes(cfg, folder: Path, adapter: LoraAdapter) -> None:
@@ -167,6 +193,7 @@ def lora2gguf(adapter: str, out: Path, *, base: str | None = None, outtype: str 
     check_output(out, folder, ad.path)
     refuse_no_llamacpp_arch(folder)
     cfg = read_config(folder)
+    ad = _base_names(cfg, folder, ad)
     _refuse_family(cfg, ad)
     _check_shapes(cfg, folder, ad)
     planned = plan_adapter(cfg, ad, outtype, alpha=ad.alpha)
