@@ -10,8 +10,10 @@ is multiplied by PEFT's scaling * r / alpha: then llama.cpp's scale is PEFT's.
 Names come from the base's architecture table (the same NameMapper hf2gguf uses); llama's Q/K
 permutation reorders output rows, so it applies to B alone (permute(B @ A) = permute(B) @ A).
 A family's own record transforms (Arch.records) reach B the same way when they only reorder rows
-(GPT-NeoX's and Falcon's fused qkv); tensors they transpose, split or stack, and MoE experts,
-and adapters a low-rank pair cannot express (DoRA, full tensors) are refused: merge instead."""
+(GPT-NeoX's and Falcon's fused qkv); GPT-2's Conv1D transpose undoes fan_in_fan_out, so those
+factors go as they are (lora.conv1d). Tensors a family splits or stacks, MoE experts, weights
+llama.cpp multiplies without LoRA (lora.applied: DeepSeek's MLA projections), and adapters a
+low-rank pair cannot express (DoRA, full tensors) are refused: merge instead."""
 from __future__ import annotations
 
 import time
@@ -30,6 +32,8 @@ from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
+from tinyconvert.lora.applied import refuse_unapplied
+from tinyconvert.lora.conv1d import transposed_by_family
 from tinyconvert.lora.names import checkpoint_name
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.plan import PlannedTensor
@@ -66,8 +70,6 @@ def refuse_unexpressible(adapter: LoraAdapter) -> None:
         first = sorted(adapter.replaced)[0]
         raise InputError(f"{where}: the adapter carries full tensors ({first}; modules_to_save "
                          f"or trained biases), which a GGUF adapter cannot hold; {MERGE}")
-    if adapter.config.get("fan_in_fan_out"):
-        raise InputError(f"{where}: fan_in_fan_out (Conv1D) adapters are not supported; {MERGE}")
 
 
 def _family_rows(cfg, target: str, b: TensorRecord) -> TensorRecord:
@@ -84,6 +86,15 @@ def _family_rows(cfg, target: str, b: TensorRecord) -> TensorRecord:
         raise InputError(f"{target}: {cfg.hf_class} reshapes this tensor while converting, so "
                          f"its LoRA factors cannot be written as a GGUF adapter; {MERGE}")
     return out[0]
+
+
+def _conv1d_b(cfg, pair: LoraPair) -> TensorRecord:
+    """fan_in_fan_out: B as it is, where the family transposes the weight (lora.conv1d)."""
+    if not transposed_by_family(cfg, pair.target, pair.a.shape[1], pair.b.shape[0]):
+        raise InputError(f"{pair.target}: the adapter says fan_in_fan_out (a Conv1D weight "
+                         f"stored [in, out]), but {cfg.hf_class} does not store this weight "
+                         f"that way (wrong adapter_config.json?)")
+    return pair.b
 
 
 def _refuse_family(cfg, adapter: LoraAdapter) -> None:
@@ -128,7 +139,7 @@ def _check_shapes(cfg, folder: Path, adapter: LoraAdapter) -> None:
     except InputError:
         return                                   # config and tokenizer only
     for target, pair in adapter.pairs.items():
-        want = (pair.b.shape[0], pair.a.shape[1])
+        want = (pair.b.shape[0], pair.a.shape[1])[::-1 if pair.fan_in_fan_out else 1]
         if target not in shapes and target.endswith("lm_head.weight") and cfg.tied:
             raise InputError(f"{adapter.path}: LoRA on lm_head of a model with tied embeddings "
                              f"cannot be a GGUF adapter (there is no output.weight); {MERGE}")
@@ -159,11 +170,12 @@ def plan_adapter(cfg, adapter: LoraAdapter, outtype: str, *, alpha: float) -> li
     for target in sorted(adapter.pairs, key=_layer_order):
         pair: LoraPair = adapter.pairs[target]
         name = mapper.gguf_name(target)
+        refuse_unapplied(gguf_arch_name(cfg.arch), name, target, MERGE)
         heads = mapper.permute_heads(target, cfg.n_head, cfg.n_kv_head)
         if heads is not None and pair.b.shape[0] % (2 * heads):
             raise InputError(f"{target}: {pair.b.shape[0]} rows cannot be split into {heads} heads")
         fold = pair.scaling * pair.rank / alpha      # llama.cpp applies alpha / r
-        b = _family_rows(cfg, target, pair.b)
+        b = _conv1d_b(cfg, pair) if pair.fan_in_fan_out else _family_rows(cfg, target, pair.b)
         for suffix, rec, f, h in ((".lora_a", pair.a, 1.0, None), (".lora_b", b, fold, heads)):
             planned.append(PlannedTensor(name + suffix, rec.shape, qtype,
                                          _factor_rows(rec, f, h), "F32"))
