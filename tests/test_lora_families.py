@@ -179,15 +179,23 @@ def both_converters(tmp_path_factory) -> dict:
                      fan_in_fan_out=name == "GPT2LMHeadModel")
         lora2gguf(str(adapter), root / name / "ours.gguf", base=str(base), quiet=True)
         jobs.append((adapter, base, root / name / "theirs.gguf"))
+    moe = root / "experts"                  # per-expert factors, stacked by both
+    (moe / "base").mkdir(parents=True)
+    lf.build(moe / "base", BY_CLASS["Qwen2MoeForCausalLM"])
+    per_expert_adapter(moe / "base", moe / "adapter", down_alpha=8)
+    lora2gguf(str(moe / "adapter"), moe / "ours.gguf", base=str(moe / "base"), quiet=True)
+    jobs.append((moe / "adapter", moe / "base", moe / "theirs.gguf"))
     run_lora_converter(jobs)
-    return {n: (root / n / "ours.gguf", root / n / "theirs.gguf") for n in CONVERTER}
+    return {n: (root / n / "ours.gguf", root / n / "theirs.gguf") for n in (*CONVERTER, "experts")}
 
 
-@pytest.mark.parametrize("name", CONVERTER[:2])
+@pytest.mark.parametrize("name", [*CONVERTER[:2], "experts"])
 def test_adapter_equals_llamacpp_converter(both_converters, name):
-    """Tensor names, types and bytes, and the adapter keys, equal convert_lora_to_gguf.py's."""
+    """Tensor names, types and bytes, and the adapter keys, equal convert_lora_to_gguf.py's
+    (experts: Qwen2-MoE's per-expert factors stacked into ffn_*_exps by both)."""
     (ta, fa), (tb, fb) = map(read_gguf_contents, both_converters[name])
     assert sorted(ta) == sorted(tb) and len(ta) > 8
+    assert name != "experts" or "blk.1.ffn_down_exps.weight.lora_b" in ta
     assert [n for n in ta if ta[n] != tb[n]] == []
     assert fa == fb == {"adapter.type": "lora", "adapter.lora.alpha": 8.0}
 
@@ -209,3 +217,96 @@ def test_conv1d_adapter_where_llamacpp_converter_transposes(both_converters):
 def _factors(path) -> dict[str, np.ndarray]:
     import gguf
     return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
+
+
+# --- LoRA on MoE experts: adapters trained on per-expert linear layers (transformers 4) ------
+
+def per_expert_adapter(base, out, *, seed: int = 9, down_alpha: float = 12
+                       ) -> dict[str, tuple[np.ndarray, ...]]:
+    """A PEFT adapter folder on every expert's gate/up/down (names as on disk, which are the
+    per-expert module names transformers 4 trained with) and on q_proj, r 4, alpha 8 with
+    down_proj's alpha 12 (alpha_pattern); returns target -> (A, B, PEFT's scaling)."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    rng, tensors, made = np.random.default_rng(seed), {}, {}
+    for name, w in load_file(base / "model.safetensors").items():
+        if not name.endswith(("experts.0.gate_proj.weight", "proj.weight")) or (
+                ".experts." not in name and ".q_proj." not in name):
+            continue
+        a = (0.1 * rng.standard_normal((4, w.shape[1]))).astype(np.float32)
+        b = (0.03 * rng.standard_normal((w.shape[0], 4))).astype(np.float32)
+        module = name.removesuffix(".weight")
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b
+        made[name] = (a, b, (down_alpha if ".down_proj" in name else 8) / 4)
+    out.mkdir()
+    save_file(tensors, out / "adapter_model.safetensors")
+    (out / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"down_proj": down_alpha},
+        "target_modules": ["gate_proj", "up_proj", "down_proj", "q_proj"]}))
+    return made
+
+
+def merged_by_hand(base, out, made) -> None:
+    """The base checkpoint with W += scaling * B @ A on each target (PEFT's merge)."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.gguf"))
+    w = load_file(base / "model.safetensors")
+    for name, (a, b, s) in made.items():
+        w[name] = (w[name] + s * (b.astype(np.float64) @ a)).astype(np.float32)
+    save_file(w, out / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.fixture(scope="module")
+def moe_lora(tmp_path_factory):
+    from tests.support.compare import hf_logits
+    root = tmp_path_factory.mktemp("moe-lora")
+    base = root / "base"
+    base.mkdir()
+    lf.build(base, BY_CLASS["Qwen2MoeForCausalLM"])
+    made = per_expert_adapter(base, root / "adapter")
+    assert sum(".experts." in n for n in made) == 2 * 4 * 3        # layers x experts x w
+    merged_by_hand(base, root / "merged-hf", made)
+    ids = _ids(base)
+    return dict(root=root, base=base, adapter=root / "adapter", ids=ids,
+                ref=hf_logits(root / "merged-hf", ids), plain=hf_logits(base, ids))
+
+
+def test_expert_lora_in_llamacpp_and_merged(moe_lora):
+    """lora2gguf stacks the experts' factors: llama.cpp's base + adapter computes the model
+    merged by hand (transformers on it); hf2gguf --lora in our runtime does too."""
+    from tinyconvert.lora.to_gguf import lora2gguf
+    from tinyconvert.pipeline.sources import open_source
+    from tinyconvert.runtime.model import prefill_layers
+    root, ids, ref = moe_lora["root"], moe_lora["ids"], moe_lora["ref"]
+    assert kld_stats(ref, moe_lora["plain"])["kld_mean"] > 0.05
+    hf2gguf(str(moe_lora["base"]), root / "base.gguf", outtype="f32", quiet=True)
+    lora2gguf(str(moe_lora["adapter"]), root / "adapter.gguf", base=str(moe_lora["base"]),
+              quiet=True)
+    stats = kld_stats(ref, with_adapter(root / "base.gguf", root / "adapter.gguf", ids))
+    assert stats["kld_mean"] < 1e-5 and stats["top1"] == 1.0, stats
+    hf2gguf(str(moe_lora["base"]), root / "m.gguf", outtype="f32", quiet=True,
+            lora=[str(moe_lora["adapter"])])
+    src = open_source(root / "m.gguf")
+    stats = kld_stats(ref, prefill_layers(src.hparams, src.get, ids).double().numpy())
+    assert stats["kld_mean"] < 1e-5 and stats["top1"] == 1.0, stats
+
+
+def test_expert_lora_on_some_experts_is_refused(moe_lora, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from tinyconvert.formats.errors import InputError
+    from tinyconvert.lora.to_gguf import lora2gguf
+    bad = tmp_path / "bad"
+    shutil.copytree(moe_lora["adapter"], bad)
+    w = load_file(bad / "adapter_model.safetensors")
+    save_file({k: v for k, v in w.items() if ".experts.3." not in k},
+              bad / "adapter_model.safetensors")
+    with pytest.raises(InputError, match="not on expert 3"):
+        lora2gguf(str(bad), tmp_path / "x.gguf", base=str(moe_lora["base"]), quiet=True)
+    assert not (tmp_path / "x.gguf").exists()

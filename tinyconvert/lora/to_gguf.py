@@ -34,6 +34,7 @@ from tinyconvert.io.progress import TensorProgress
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
 from tinyconvert.lora.applied import refuse_unapplied
 from tinyconvert.lora.conv1d import transposed_by_family
+from tinyconvert.lora.experts import split_experts, stacked_rows, stacked_shape
 from tinyconvert.lora.names import checkpoint_name
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.plan import PlannedTensor
@@ -95,13 +96,6 @@ def _conv1d_b(cfg, pair: LoraPair) -> TensorRecord:
                          f"stored [in, out]), but {cfg.hf_class} does not store this weight "
                          f"that way (wrong adapter_config.json?)")
     return pair.b
-
-
-def _refuse_family(cfg, adapter: LoraAdapter) -> None:
-    experts = [t for t in adapter.pairs if ".experts." in t]
-    if experts:
-        raise InputError(f"{adapter.path}: LoRA on MoE experts ({experts[0]}) cannot be written "
-                         f"as a GGUF adapter (llama.cpp stacks the experts); {MERGE}")
 
 
 def _base_names(cfg, folder: Path, adapter: LoraAdapter) -> LoraAdapter:
@@ -166,9 +160,15 @@ def _factor_rows(rec, fold: float, heads: int | None):
 def plan_adapter(cfg, adapter: LoraAdapter, outtype: str, *, alpha: float) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     qtype = get_qtype(outtype)
+    plain, stacks = split_experts(adapter.pairs, cfg.n_expert)
     planned = []
-    for target in sorted(adapter.pairs, key=_layer_order):
-        pair: LoraPair = adapter.pairs[target]
+    for stack in stacks:                         # lora.experts: held whole, experts are small
+        name = mapper.gguf_name(stack.key)
+        refuse_unapplied(gguf_arch_name(cfg.arch), name, stack.key, MERGE)
+        planned += [PlannedTensor(f"{name}.lora_{w}", stacked_shape(stack, w), qtype,
+                                  stacked_rows(stack, w, alpha), "F32") for w in "ab"]
+    for target in sorted(plain, key=_layer_order):
+        pair: LoraPair = plain[target]
         name = mapper.gguf_name(target)
         refuse_unapplied(gguf_arch_name(cfg.arch), name, target, MERGE)
         heads = mapper.permute_heads(target, cfg.n_head, cfg.n_kv_head)
@@ -206,7 +206,6 @@ def lora2gguf(adapter: str, out: Path, *, base: str | None = None, outtype: str 
     refuse_no_llamacpp_arch(folder)
     cfg = read_config(folder)
     ad = _base_names(cfg, folder, ad)
-    _refuse_family(cfg, ad)
     _check_shapes(cfg, folder, ad)
     planned = plan_adapter(cfg, ad, outtype, alpha=ad.alpha)
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
