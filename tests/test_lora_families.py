@@ -78,7 +78,7 @@ def family(request, tmp_path_factory):
     ids = _ids(base)
     logits_base, ref = _peft(base, adapter, fam, ids)
     return dict(fam=fam, root=root, base=base, adapter=adapter, ids=ids, ref=ref,
-                changed=kld_stats(ref, logits_base)["kld_mean"])
+                plain=logits_base, changed=kld_stats(ref, logits_base)["kld_mean"])
 
 
 def test_merged_gguf_in_runtime_matches_peft(family):
@@ -112,11 +112,12 @@ def test_llamacpp_base_with_our_adapter_matches_peft(family):
 def test_lora_on_weights_llamacpp_ignores_is_refused(family, tmp_path, monkeypatch):
     """llama.cpp's deepseek2 graph multiplies by its MLA projections without LoRA: lora2gguf
     refuses them in one line; written anyway, llama.cpp does not compute the adapted model,
-    and the merged file (what the refusal points to) does."""
+    and the merged file (what the refusal points to) does. LoRA on o_proj works."""
     from typer.testing import CliRunner
 
     import tinyconvert.lora.to_gguf as to_gguf
     from tests.support.compare import llamacpp_logits
+    from tests.test_lora import make_adapter, peft_reference
     from tinyconvert.cli import app
     base, adapter, out = family["base"], family["adapter"], tmp_path / "a.gguf"
     result = CliRunner().invoke(app, ["lora2gguf", str(adapter), "--base", str(base), "-o",
@@ -132,6 +133,13 @@ def test_lora_on_weights_llamacpp_ignores_is_refused(family, tmp_path, monkeypat
     hf2gguf(str(base), tmp_path / "m.gguf", outtype="f32", quiet=True, lora=[str(adapter)])
     merged = kld_stats(family["ref"], llamacpp_logits(tmp_path / "m.gguf", family["ids"]))
     assert merged["kld_mean"] < 1e-5, merged
+    o_proj = tmp_path / "o_proj"                 # what deepseek2 does apply: attn_output
+    make_adapter(base, o_proj, seed=4, r=4, lora_alpha=16, target_modules=["o_proj"])
+    to_gguf.lora2gguf(str(o_proj), tmp_path / "o.gguf", base=str(base), quiet=True)
+    ref = peft_reference(base, o_proj, family["ids"])
+    stats = kld_stats(ref, with_adapter(tmp_path / "base.gguf", tmp_path / "o.gguf",
+                                        family["ids"]))
+    assert stats["kld_mean"] < 1e-5 and kld_stats(ref, family["plain"])["kld_mean"] > 0.01, stats
 
 
 @pytest.mark.parametrize("family", ["LlamaForCausalLM"], indirect=True)
