@@ -1,10 +1,14 @@
 """LoRA adapters on every registered architecture (issue 18): one tiny seeded model per HF class
 (tests/support/lora_families.py) with a PEFT adapter on its attention and MLP linear layers,
 factors set from a seed so the output changes visibly. The reference is transformers with PEFT's
-merge_and_unload:
-- hf2gguf --lora (f32) run by our runtime matches it (mean KLD < 1e-5);
+merge_and_unload (for per-expert MoE factors, which transformers 5 cannot train, transformers on
+the checkpoint merged by hand):
+- hf2gguf --lora (f32) run by our runtime matches it (verify --lora, mean KLD < 1e-5);
 - for a representative subset (llama.cpp's loading is the slow part), the f32 base GGUF with our
-  lora2gguf adapter, run by llama.cpp, matches it too."""
+  lora2gguf adapter, run by llama.cpp, matches it too; so do stacked expert factors;
+- our adapter files equal llama.cpp's convert_lora_to_gguf.py's (llama, gptneox, MoE experts),
+  whose GPT-2 Conv1D factors are transposed where ours are not;
+- what llama.cpp would load and ignore (DeepSeek's MLA projections) is refused in one line."""
 from __future__ import annotations
 
 import numpy as np
