@@ -14,6 +14,7 @@ import numpy as np
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
+from tinyconvert.lora.names import checkpoint_name
 from tinyconvert.pipeline.encode import to_f32
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "added_tokens.json")
@@ -88,9 +89,11 @@ def merged_records(records: list[TensorRecord], loras: list[Lora]) -> list[Tenso
     steps: dict[str, list[tuple[LoraPair, float]]] = {}
     for lora in loras:
         for name, rec in lora.adapter.replaced.items():
+            name = checkpoint_name(name, by_name.__contains__)
             by_name[name] = _replacement(lora.adapter, by_name.get(name), rec)
             steps.pop(name, None)            # the trained tensor replaces earlier merges
         for target, pair in lora.adapter.pairs.items():
+            target = checkpoint_name(target, by_name.__contains__)
             _check_target(lora.adapter, by_name.get(target), pair)
             steps.setdefault(target, []).append((pair, lora.scale))
     return [_merged(by_name[r.name], steps[r.name]) if r.name in steps else by_name[r.name]

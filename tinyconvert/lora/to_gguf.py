@@ -10,8 +10,10 @@ is multiplied by PEFT's scaling * r / alpha: then llama.cpp's scale is PEFT's.
 Names come from the base's architecture table (the same NameMapper hf2gguf uses); llama's Q/K
 permutation reorders output rows, so it applies to B alone (permute(B @ A) = permute(B) @ A).
 A family's own record transforms (Arch.records) reach B the same way when they only reorder rows
-(GPT-NeoX's and Falcon's fused qkv); tensors they transpose, split or stack, and MoE experts,
-and adapters a low-rank pair cannot express (DoRA, full tensors) are refused: merge instead."""
+(GPT-NeoX's and Falcon's fused qkv); GPT-2's Conv1D transpose undoes fan_in_fan_out, so those
+factors go as they are (lora.conv1d). Tensors a family splits or stacks, MoE experts, weights
+llama.cpp multiplies without LoRA (lora.applied: DeepSeek's MLA projections), and adapters a
+low-rank pair cannot express (DoRA, full tensors) are refused: merge instead."""
 from __future__ import annotations
 
 import time
@@ -30,6 +32,10 @@ from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
+from tinyconvert.lora.applied import refuse_unapplied
+from tinyconvert.lora.conv1d import transposed_by_family
+from tinyconvert.lora.experts import split_experts, stacked_rows, stacked_shape
+from tinyconvert.lora.names import checkpoint_name
 from tinyconvert.pipeline.encode import to_f32
 from tinyconvert.pipeline.plan import PlannedTensor
 from tinyconvert.pipeline.stream import stream_tensors
@@ -65,8 +71,6 @@ def refuse_unexpressible(adapter: LoraAdapter) -> None:
         first = sorted(adapter.replaced)[0]
         raise InputError(f"{where}: the adapter carries full tensors ({first}; modules_to_save "
                          f"or trained biases), which a GGUF adapter cannot hold; {MERGE}")
-    if adapter.config.get("fan_in_fan_out"):
-        raise InputError(f"{where}: fan_in_fan_out (Conv1D) adapters are not supported; {MERGE}")
 
 
 def _family_rows(cfg, target: str, b: TensorRecord) -> TensorRecord:
@@ -85,11 +89,38 @@ def _family_rows(cfg, target: str, b: TensorRecord) -> TensorRecord:
     return out[0]
 
 
-def _refuse_family(cfg, adapter: LoraAdapter) -> None:
-    experts = [t for t in adapter.pairs if ".experts." in t]
-    if experts:
-        raise InputError(f"{adapter.path}: LoRA on MoE experts ({experts[0]}) cannot be written "
-                         f"as a GGUF adapter (llama.cpp stacks the experts); {MERGE}")
+def _conv1d_b(cfg, pair: LoraPair) -> TensorRecord:
+    """fan_in_fan_out: B as it is, where the family transposes the weight (lora.conv1d)."""
+    if not transposed_by_family(cfg, pair.target, pair.a.shape[1], pair.b.shape[0]):
+        raise InputError(f"{pair.target}: the adapter says fan_in_fan_out (a Conv1D weight "
+                         f"stored [in, out]), but {cfg.hf_class} does not store this weight "
+                         f"that way (wrong adapter_config.json?)")
+    return pair.b
+
+
+def _base_names(cfg, folder: Path, adapter: LoraAdapter) -> LoraAdapter:
+    """The adapter with its targets under the base checkpoint's names (lora.names): checked
+    against the checkpoint's tensors when there, else against the architecture table."""
+    from tinyconvert.formats.checkpoint import open_checkpoint
+    try:
+        names = {r.name for r in open_checkpoint(folder)}
+        known = names.__contains__
+    except InputError:                           # config and tokenizer only
+        mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
+        known = lambda name: _maps(mapper, name)   # noqa: E731
+    pairs = {}
+    for target, pair in adapter.pairs.items():
+        name = checkpoint_name(target, known)
+        pairs[name] = replace(pair, target=name)
+    return replace(adapter, pairs=pairs)
+
+
+def _maps(mapper: NameMapper, name: str) -> bool:
+    try:
+        mapper.gguf_name(name)
+    except InputError:
+        return False
+    return True
 
 
 def _check_shapes(cfg, folder: Path, adapter: LoraAdapter) -> None:
@@ -102,7 +133,7 @@ def _check_shapes(cfg, folder: Path, adapter: LoraAdapter) -> None:
     except InputError:
         return                                   # config and tokenizer only
     for target, pair in adapter.pairs.items():
-        want = (pair.b.shape[0], pair.a.shape[1])
+        want = (pair.b.shape[0], pair.a.shape[1])[::-1 if pair.fan_in_fan_out else 1]
         if target not in shapes and target.endswith("lm_head.weight") and cfg.tied:
             raise InputError(f"{adapter.path}: LoRA on lm_head of a model with tied embeddings "
                              f"cannot be a GGUF adapter (there is no output.weight); {MERGE}")
@@ -129,15 +160,22 @@ def _factor_rows(rec, fold: float, heads: int | None):
 def plan_adapter(cfg, adapter: LoraAdapter, outtype: str, *, alpha: float) -> list[PlannedTensor]:
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
     qtype = get_qtype(outtype)
+    plain, stacks = split_experts(adapter.pairs, cfg.n_expert)
     planned = []
-    for target in sorted(adapter.pairs, key=_layer_order):
-        pair: LoraPair = adapter.pairs[target]
+    for stack in stacks:                         # lora.experts: held whole, experts are small
+        name = mapper.gguf_name(stack.key)
+        refuse_unapplied(gguf_arch_name(cfg.arch), name, stack.key, MERGE)
+        planned += [PlannedTensor(f"{name}.lora_{w}", stacked_shape(stack, w), qtype,
+                                  stacked_rows(stack, w, alpha), "F32") for w in "ab"]
+    for target in sorted(plain, key=_layer_order):
+        pair: LoraPair = plain[target]
         name = mapper.gguf_name(target)
+        refuse_unapplied(gguf_arch_name(cfg.arch), name, target, MERGE)
         heads = mapper.permute_heads(target, cfg.n_head, cfg.n_kv_head)
         if heads is not None and pair.b.shape[0] % (2 * heads):
             raise InputError(f"{target}: {pair.b.shape[0]} rows cannot be split into {heads} heads")
         fold = pair.scaling * pair.rank / alpha      # llama.cpp applies alpha / r
-        b = _family_rows(cfg, target, pair.b)
+        b = _conv1d_b(cfg, pair) if pair.fan_in_fan_out else _family_rows(cfg, target, pair.b)
         for suffix, rec, f, h in ((".lora_a", pair.a, 1.0, None), (".lora_b", b, fold, heads)):
             planned.append(PlannedTensor(name + suffix, rec.shape, qtype,
                                          _factor_rows(rec, f, h), "F32"))
@@ -167,7 +205,7 @@ def lora2gguf(adapter: str, out: Path, *, base: str | None = None, outtype: str 
     check_output(out, folder, ad.path)
     refuse_no_llamacpp_arch(folder)
     cfg = read_config(folder)
-    _refuse_family(cfg, ad)
+    ad = _base_names(cfg, folder, ad)
     _check_shapes(cfg, folder, ad)
     planned = plan_adapter(cfg, ad, outtype, alpha=ad.alpha)
     writer = gguf.GGUFWriter(None, gguf_arch_name(cfg.arch))
