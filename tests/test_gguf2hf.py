@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import layernorm_models, tiny
 from tests.support.compare import hf_logits, llamacpp_tokenize
+from tests.support.ssm import build_ssm
 from tinyconvert.export.gguf2hf import gguf2hf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -106,11 +107,11 @@ def test_exported_tokenizer_splits_as_llamacpp(exported):
 
 
 def test_refuses_an_architecture_it_cannot_invert(tmp_path, smollm2_hf):
-    """GPT-2's converter transposes and regroups tensors in family code with no inverse: one
-    line naming the architecture, and no output folder."""
-    layernorm_models.build(tmp_path, "gpt2", smollm2_hf)
+    """Mamba's converter stores A = -exp(A_log), which gives A_log back only approximately: one
+    line naming the architecture and the reason, and no output folder."""
+    build_ssm(tmp_path, smollm2_hf, "mamba")
     hf2gguf(str(tmp_path), tmp_path / "m.gguf", outtype="f32", quiet=True)
-    with pytest.raises(InputError, match="cannot export gpt2 files yet"):
+    with pytest.raises(InputError, match=r"cannot export mamba files yet .*-exp\(A_log\)"):
         gguf2hf(tmp_path / "m.gguf", tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 

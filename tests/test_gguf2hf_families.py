@@ -1,0 +1,67 @@
+"""gguf2hf for the families whose conversion moves tensor elements in family code (GPT-NeoX's and
+Falcon's fused qkv regrouping, StableLM 2 12B's stacked head norms, GPT-2's Conv1D transposes),
+undone by tracing those same transforms (tinyconvert/export/traced.py): on tiny seeded
+checkpoints, HF -> GGUF (f32) -> HF gives back the original tensors exactly (torch.equal, as
+transformers loads both folders), and transformers on the exported folder computes what our
+runtime computes on the GGUF (the export names the tanh GELU llama.cpp's graphs run)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support import layernorm_models as lm
+from tests.support.compare import hf_logits
+from tinyconvert.export.gguf2hf import gguf2hf
+from tinyconvert.pipeline.hf2gguf import hf2gguf
+from tinyconvert.pipeline.sources import open_source
+from tinyconvert.runtime.model import prefill_layers
+
+TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
+        "I've been told they'RE here.   Spaces\tand\ttabs.")
+# case -> (tests.support.layernorm_models family, config values over its tiny ones)
+CASES = {
+    "gptneox": ("gptneox", {}),
+    "gptneox-sequential": ("gptneox", dict(use_parallel_residual=False)),
+    "stablelm-2-1.6b": ("stablelm", dict(use_qkv_bias=True)),
+    "stablelm-2-12b": ("stablelm", dict(use_parallel_residual=True, qk_layernorm=True)),
+    "falcon-7b": ("falcon", dict(multi_query=True)),
+    "falcon-40b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2)),
+    "falcon2-11b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2,
+                                   num_ln_in_parallel_attn=1)),
+    "gpt2": ("gpt2", {}),
+}
+
+
+def _state(folder) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def exported(request, tmp_path_factory, smollm2_hf):
+    family, over = CASES[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    hf = folder / "hf"
+    hf.mkdir()
+    lm.build(hf, family, smollm2_hf, **over)
+    hf2gguf(str(hf), folder / "m.gguf", outtype="f32", quiet=True)
+    res = gguf2hf(folder / "m.gguf", folder / "out", quiet=True)
+    return request.param, hf, folder / "m.gguf", res
+
+
+def test_round_trip_returns_the_original_tensors_and_computes_the_gguf(exported):
+    import torch
+    from transformers import AutoTokenizer
+    name, hf, gguf_path, res = exported
+    a, b = _state(hf), _state(res.path)
+    assert sorted(a) == sorted(b), name
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, (name, differ[:5])
+    ids = AutoTokenizer.from_pretrained(res.path)(TEXT)["input_ids"]
+    assert len(ids) > 30
+    src = open_source(gguf_path)
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    theirs = hf_logits(res.path, ids)
+    assert np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(ours).max()), name
