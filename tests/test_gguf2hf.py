@@ -22,6 +22,9 @@ from tinyconvert.runtime.model import prefill_layers
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
         "I've been told they'RE here.   Spaces\tand\ttabs. <|im_start|>user\nhi<|im_end|>")
+PHI3_LONGROPE = {"rope_type": "longrope", "original_max_position_embeddings": 32,
+                 "short_factor": [round(1.0 + 2.0 * i / 7, 4) for i in range(8)],
+                 "long_factor": [round(1.0 + 39.0 * (i / 7) ** 2, 4) for i in range(8)]}
 MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
 # family -> (tiny.build_model arch, its keyword arguments, hf2gguf outtype). Gemma's norms get +1
 # at conversion: exact to undo for bf16 weights (f32 ones would lose their low bits to the +1).
@@ -32,6 +35,10 @@ CASES = {
     "granite": ("granite", dict(embedding_multiplier=3.0, residual_multiplier=0.4,
                                 attention_multiplier=0.2, logits_scaling=2.5), "f32"),
     "phi3": ("phi3", {}, "f32"),
+    # Phi-4-mini-like LongRoPE: factor tensors back into rope_parameters; orig 32 is below the
+    # text, so the long factors are the ones that compute
+    "phi3-longrope": ("phi3", dict(rope=PHI3_LONGROPE, original_max_position_embeddings=32,
+                                   max_position_embeddings=4096), "f32"),
     "gemma3": ("gemma3", dict(dtype="bfloat16"), "bf16"),
     "mixtral": ("mixtral", dict(num_local_experts=4, num_experts_per_tok=2), "f32"),
     "qwen2moe": ("qwen2moe", dict(num_experts=4, shared_expert_intermediate_size=48, **MOE), "f32"),

@@ -60,11 +60,20 @@ def _gpt2(keys: dict, tensors: dict, out: dict) -> dict:
             "activation_function": TANH_GELU}
 
 
+def _phi3(keys: dict, tensors: dict, out: dict) -> dict:
+    """Phi3Config keeps the original context at the top level too, and its default (4096) would
+    override rope_parameters' value."""
+    orig = keys.get("rope.scaling.original_context_length")
+    return out if orig is None else {**out, "original_max_position_embeddings": int(orig)}
+
+
 FAMILIES = {
     "gptneox": Family(("use_parallel_residual",), _gptneox),
     "stablelm": Family(("use_parallel_residual",), _stablelm),
     "falcon": Family(("tensor_data_layout",), _falcon),
     "gpt2": Family((), _gpt2),
+    # LongRoPE's cos/sin scale: hf2gguf derives it from the context lengths (round trip checks)
+    "phi3": Family(("rope.scaling.attn_factor",), _phi3),
 }
 
 
