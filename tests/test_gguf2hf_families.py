@@ -1,5 +1,6 @@
 """gguf2hf for the families whose conversion moves tensor elements in family code (GPT-NeoX's and
-Falcon's fused qkv regrouping, StableLM 2 12B's stacked head norms, GPT-2's Conv1D transposes),
+Falcon's fused qkv regrouping, StableLM 2 12B's stacked head norms, GPT-2's Conv1D transposes,
+DeepSeek's kv_b_proj split into k_b and v_b),
 undone by tracing those same transforms (tinyconvert/export/traced.py): on tiny seeded
 checkpoints, HF -> GGUF (f32) -> HF gives back the original tensors exactly (torch.equal, as
 transformers loads both folders), and transformers on the exported folder computes what our
@@ -11,6 +12,7 @@ import pytest
 
 from tests.support import layernorm_models as lm
 from tests.support.compare import hf_logits
+from tests.test_deepseek import build_deepseek, yarn
 from tinyconvert.export.gguf2hf import gguf2hf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
@@ -18,7 +20,7 @@ from tinyconvert.runtime.model import prefill_layers
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
         "I've been told they'RE here.   Spaces\tand\ttabs.")
-# case -> (tests.support.layernorm_models family, config values over its tiny ones)
+# case -> (builder: tests.support.layernorm_models family or deepseek's case, config values)
 CASES = {
     "gptneox": ("gptneox", {}),
     "gptneox-sequential": ("gptneox", dict(use_parallel_residual=False)),
@@ -29,6 +31,9 @@ CASES = {
     "falcon2-11b": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2,
                                    num_ln_in_parallel_attn=1)),
     "gpt2": ("gpt2", {}),
+    "deepseek-v2": ("ds:v2", {}),
+    # V3's sigmoid router with groups and YaRN (mscale_all_dim from the yarn_log_multiplier key)
+    "deepseek-v3-yarn": ("ds:v3", dict(rope=yarn(1.0, 1.0), max_position_embeddings=128, seed=5)),
 }
 
 
@@ -45,7 +50,10 @@ def exported(request, tmp_path_factory, smollm2_hf):
     folder = tmp_path_factory.mktemp(request.param)
     hf = folder / "hf"
     hf.mkdir()
-    lm.build(hf, family, smollm2_hf, **over)
+    if family.startswith("ds:"):
+        build_deepseek(hf, smollm2_hf, family[3:], **over)
+    else:
+        lm.build(hf, family, smollm2_hf, **over)
     hf2gguf(str(hf), folder / "m.gguf", outtype="f32", quiet=True)
     res = gguf2hf(folder / "m.gguf", folder / "out", quiet=True)
     return request.param, hf, folder / "m.gguf", res

@@ -67,12 +67,44 @@ def _phi3(keys: dict, tensors: dict, out: dict) -> dict:
     return out if orig is None else {**out, "original_max_position_embeddings": int(orig)}
 
 
+# deepseek2 GGUF key -> DeepseekV2/V3Config key, where the value carries over as it is
+DEEPSEEK_KEYS = {"leading_dense_block_count": "first_k_dense_replace",
+                 "attention.kv_lora_rank": "kv_lora_rank", "expert_shared_count": "n_shared_experts",
+                 "expert_weights_scale": "routed_scaling_factor", "expert_group_count": "n_group",
+                 "expert_group_used_count": "topk_group", "attention.value_length_mla": "v_head_dim"}
+
+
+def _deepseek(keys: dict, tensors: dict, out: dict) -> dict:
+    """MLA's head sizes from the MLA keys (key_length / value_length and head_count_kv = 1 are
+    the absorbed MQA form llama.cpp runs); the router's gating is the class's own, so the key is
+    checked by the round trip of the V2 or V3 config it fits."""
+    rope = int(keys["rope.dimension_count"])
+    n_head = int(keys["attention.head_count"])
+    values = {k: v for k, v in out.items() if k not in ("head_dim", "num_key_value_heads")}
+    values.update({h: keys[g] for g, h in DEEPSEEK_KEYS.items() if g in keys})
+    values.update(num_key_value_heads=n_head, qk_rope_head_dim=rope, head_dim=rope,
+                  qk_nope_head_dim=int(keys["attention.key_length_mla"]) - rope,
+                  q_lora_rank=keys.get("attention.q_lora_rank"),
+                  norm_topk_prob=bool(keys.get("expert_weights_norm", False)))
+    # rope.dimension_count is the whole rotated part (qk_rope_head_dim), not a fraction of
+    # key_length (the absorbed kv_lora + rope)
+    rope_params = {k: v for k, v in values["rope_parameters"].items()
+                   if k != "partial_rotary_factor"}
+    if "rope.scaling.yarn_log_multiplier" in keys:      # hf2gguf wrote 0.1 * mscale_all_dim
+        mscale = float(str(keys["rope.scaling.yarn_log_multiplier"] / 0.1))
+        rope_params.update(mscale_all_dim=mscale, mscale=mscale)
+    return {**values, "rope_parameters": rope_params}
+
+
 FAMILIES = {
     "gptneox": Family(("use_parallel_residual",), _gptneox),
     "stablelm": Family(("use_parallel_residual",), _stablelm),
     "falcon": Family(("tensor_data_layout",), _falcon),
     "gpt2": Family((), _gpt2),
     # LongRoPE's cos/sin scale: hf2gguf derives it from the context lengths (round trip checks)
+    "deepseek2": Family((*DEEPSEEK_KEYS, "attention.q_lora_rank", "attention.key_length_mla",
+                         "expert_weights_norm", "expert_gating_func",
+                         "rope.scaling.yarn_log_multiplier"), _deepseek),
     "phi3": Family(("rope.scaling.attn_factor",), _phi3),
 }
 

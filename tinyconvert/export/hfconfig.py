@@ -37,7 +37,10 @@ INVERSE_KEYS = {
 # Keys hf2gguf derives from others (checked by the round trip, not set)
 DERIVED = ("rope.dimension_count", "attention.value_length", "rope.freq_base", "rope.freq_base_swa",
            "attention.sliding_window_pattern", "rope.scaling.type", "rope.scaling.factor",
-           "rope.scaling.original_context_length")
+           "rope.scaling.original_context_length",
+           # YaRN's own keys, which _rope reads
+           "rope.scaling.yarn_ext_factor", "rope.scaling.yarn_attn_factor",
+           "rope.scaling.yarn_beta_fast", "rope.scaling.yarn_beta_slow")
 # What llama.cpp assumes for a key the file leaves out, given the file's other keys
 IMPLIED = {"attention.key_length": lambda k: k["embedding_length"] // k["attention.head_count"],
            "attention.value_length": lambda k: k["embedding_length"] // k["attention.head_count"],
