@@ -1,6 +1,7 @@
 """gguf2hf for the families whose conversion moves tensor elements in family code (GPT-NeoX's and
 Falcon's fused qkv regrouping, StableLM 2 12B's stacked head norms, GPT-2's Conv1D transposes,
-DeepSeek's kv_b_proj split into k_b and v_b),
+DeepSeek's kv_b_proj split into k_b and v_b, gpt-oss's interleaved fused experts split and
+transposed; its MXFP4 experts dequantized),
 undone by tracing those same transforms (tinyconvert/export/traced.py): on tiny seeded
 checkpoints, HF -> GGUF (f32) -> HF gives back the original tensors exactly (torch.equal, as
 transformers loads both folders), and transformers on the exported folder computes what our
@@ -13,6 +14,8 @@ import pytest
 from tests.support import layernorm_models as lm
 from tests.support.compare import hf_logits
 from tests.test_deepseek import build_deepseek, yarn
+from tests.test_gpt_oss import make as build_gpt_oss
+from tests.test_gpt_oss_mxfp4 import make_mxfp4
 from tinyconvert.export.gguf2hf import gguf2hf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.sources import open_source
@@ -34,7 +37,12 @@ CASES = {
     "deepseek-v2": ("ds:v2", {}),
     # V3's sigmoid router with groups and YaRN (mscale_all_dim from the yarn_log_multiplier key)
     "deepseek-v3-yarn": ("ds:v3", dict(rope=yarn(1.0, 1.0), max_position_embeddings=128, seed=5)),
+    "gpt-oss": ("gpt-oss", {}),
+    # OpenAI's MXFP4 experts: the export's dequantized experts equal transformers' own
+    # dequantization of the checkpoint (MXFP4 values are exact in f32)
+    "gpt-oss-mxfp4": ("gpt-oss-mxfp4", {}),
 }
+BUILDERS = {"gpt-oss": build_gpt_oss, "gpt-oss-mxfp4": make_mxfp4}
 
 
 def _state(folder) -> dict:
@@ -52,6 +60,8 @@ def exported(request, tmp_path_factory, smollm2_hf):
     hf.mkdir()
     if family.startswith("ds:"):
         build_deepseek(hf, smollm2_hf, family[3:], **over)
+    elif family in BUILDERS:
+        BUILDERS[family](hf, smollm2_hf, **over)
     else:
         lm.build(hf, family, smollm2_hf, **over)
     hf2gguf(str(hf), folder / "m.gguf", outtype="f32", quiet=True)

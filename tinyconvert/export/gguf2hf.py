@@ -42,7 +42,6 @@ from tinyconvert.runtime.weights import dequantize
 REFUSED = {
     "mamba": "hf2gguf stores A = -exp(A_log), which does not give A_log back exactly",
     "mamba2": "hf2gguf stores A = -exp(A_log), which does not give A_log back exactly",
-    "gpt-oss": "its experts are MXFP4 in the file and in transformers' own checkpoints",
 }
 DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 FLOAT_IDS = {0: "f32", 1: "f16", 30: "bf16"}
