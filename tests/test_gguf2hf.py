@@ -13,7 +13,6 @@ import pytest
 
 from tests.support import layernorm_models, tiny
 from tests.support.compare import hf_logits, llamacpp_tokenize
-from tests.support.ssm import build_ssm
 from tinyconvert.export.gguf2hf import gguf2hf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
@@ -113,13 +112,18 @@ def test_exported_tokenizer_splits_as_llamacpp(exported):
     assert _ids(res.path) == llamacpp_tokenize(gguf_path, TEXT)
 
 
-def test_refuses_an_architecture_it_cannot_invert(tmp_path, smollm2_hf):
-    """Mamba's converter stores A = -exp(A_log), which gives A_log back only approximately: one
-    line naming the architecture and the reason, and no output folder."""
-    build_ssm(tmp_path, smollm2_hf, "mamba")
-    hf2gguf(str(tmp_path), tmp_path / "m.gguf", outtype="f32", quiet=True)
-    with pytest.raises(InputError, match=r"cannot export mamba files yet .*-exp\(A_log\)"):
-        gguf2hf(tmp_path / "m.gguf", tmp_path / "out", quiet=True)
+def test_refuses_a_vocabulary_it_cannot_rebuild(tmp_path, smollm2_hf):
+    """A WordPiece (BERT) vocabulary has no tokenizer writer: one line naming it, and no
+    output folder."""
+    from tinyconvert.edit.metaedit import apply_edits, make_set
+    from tinyconvert.formats.gguf_file import read_gguf
+    _tokenizer(tmp_path, smollm2_hf)
+    tiny.build_model(tmp_path, "llama", n_vocab=49152)
+    gguf_path = tmp_path / "bert-vocab.gguf"
+    hf2gguf(str(tmp_path), gguf_path, outtype="f32", quiet=True)
+    apply_edits(gguf_path, [make_set(read_gguf(gguf_path), "tokenizer.ggml.model", "bert")])
+    with pytest.raises(InputError, match="cannot rebuild a 'bert' tokenizer"):
+        gguf2hf(gguf_path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 

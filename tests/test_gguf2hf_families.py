@@ -1,11 +1,13 @@
 """gguf2hf for the families whose conversion moves tensor elements in family code (GPT-NeoX's and
 Falcon's fused qkv regrouping, StableLM 2 12B's stacked head norms, GPT-2's Conv1D transposes,
 DeepSeek's kv_b_proj split into k_b and v_b, gpt-oss's interleaved fused experts split and
-transposed; its MXFP4 experts dequantized),
+transposed; its MXFP4 experts dequantized; the SSMs' conv1d squeeze and Mamba2's reshapes),
 undone by tracing those same transforms (tinyconvert/export/traced.py): on tiny seeded
 checkpoints, HF -> GGUF (f32) -> HF gives back the original tensors exactly (torch.equal, as
 transformers loads both folders), and transformers on the exported folder computes what our
-runtime computes on the GGUF (the export names the tanh GELU llama.cpp's graphs run)."""
+runtime computes on the GGUF (the export names the tanh GELU llama.cpp's graphs run). Mamba's
+A = -exp(A_log) is a value transform: A_log comes back as the f32 value whose -exp is the
+file's A (export/ssm.py), exact for the checkpoints here (transformers' log 1..N)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 
 from tests.support import layernorm_models as lm
 from tests.support.compare import hf_logits
+from tests.support.ssm import build_ssm
 from tests.test_deepseek import build_deepseek, yarn
 from tests.test_gpt_oss import make as build_gpt_oss
 from tests.test_gpt_oss_mxfp4 import make_mxfp4
@@ -42,6 +45,7 @@ CASES = {
     # dequantization of the checkpoint (MXFP4 values are exact in f32)
     "gpt-oss-mxfp4": ("gpt-oss-mxfp4", {}),
 }
+CASES.update({kind: ("ssm:" + kind, {}) for kind in ("mamba", "falcon_mamba", "mamba2")})
 BUILDERS = {"gpt-oss": build_gpt_oss, "gpt-oss-mxfp4": make_mxfp4}
 
 
@@ -60,6 +64,8 @@ def exported(request, tmp_path_factory, smollm2_hf):
     hf.mkdir()
     if family.startswith("ds:"):
         build_deepseek(hf, smollm2_hf, family[3:], **over)
+    elif family.startswith("ssm:"):
+        build_ssm(hf, smollm2_hf, family[4:], **over)
     elif family in BUILDERS:
         BUILDERS[family](hf, smollm2_hf, **over)
     else:
@@ -83,3 +89,16 @@ def test_round_trip_returns_the_original_tensors_and_computes_the_gguf(exported)
     ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
     theirs = hf_logits(res.path, ids)
     assert np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(ours).max()), name
+
+
+def test_a_log_gives_back_the_files_a_and_is_exact_where_exp_is_steep():
+    """Over trained-looking A_log values: -exp of the recovered A_log is always the file's A bit
+    for bit; where |A_log| >= 1 (one f32 A per f32 A_log) it is the original value."""
+    from tinyconvert.export.ssm import a_log_from_a, neg_exp_f32
+    x = np.random.default_rng(0).uniform(-4.0, 4.0, 20000).astype(np.float32)
+    a = neg_exp_f32(x)
+    y = a_log_from_a(a)
+    assert np.array_equal(neg_exp_f32(y), a)
+    steep = np.abs(x) >= 1.0
+    assert np.array_equal(y[steep], x[steep])
+    assert np.mean(y[~steep] == x[~steep]) > 0.05       # a nearest value, not always the original

@@ -96,6 +96,38 @@ def _deepseek(keys: dict, tensors: dict, out: dict) -> dict:
     return {**values, "rope_parameters": rope_params}
 
 
+SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.time_step_rank",
+            "ssm.dt_b_c_rms", "ssm.group_count")
+# what the common table fills from the zeros llama.cpp's converter writes for an SSM
+NOT_SSM = ("intermediate_size", "num_attention_heads", "max_position_embeddings", "rms_norm_eps",
+           "rope_parameters")
+
+
+def _ssm(keys: dict, out: dict) -> dict:
+    values = {k: v for k, v in out.items() if k not in NOT_SSM}
+    values.update(state_size=int(keys["ssm.state_size"]), conv_kernel=int(keys["ssm.conv_kernel"]),
+                  layer_norm_epsilon=out["rms_norm_eps"], use_bias=False, use_conv_bias=True)
+    return values
+
+
+def _mamba(keys: dict, tensors: dict, out: dict) -> dict:
+    values = {**_ssm(keys, out), "intermediate_size": int(keys["ssm.inner_size"]),
+              "time_step_rank": int(keys["ssm.time_step_rank"])}
+    if keys.get("ssm.dt_b_c_rms"):      # Falcon-Mamba: llama.cpp's one eps for dt/B/C too
+        values["mixer_rms_eps"] = out["rms_norm_eps"]
+    return values
+
+
+def _mamba2(keys: dict, tensors: dict, out: dict) -> dict:
+    inner, heads = int(keys["ssm.inner_size"]), int(keys["ssm.time_step_rank"])
+    expand = inner // int(keys["embedding_length"])
+    if expand * int(keys["embedding_length"]) != inner or inner % heads:
+        raise InputError(f"mamba2 inner size {inner} is no whole multiple of the embedding "
+                         f"length and of the {heads} heads")
+    return {**_ssm(keys, out), "num_heads": heads, "head_dim": inner // heads, "expand": expand,
+            "n_groups": int(keys.get("ssm.group_count", 1))}
+
+
 FAMILIES = {
     "gptneox": Family(("use_parallel_residual",), _gptneox),
     "stablelm": Family(("use_parallel_residual",), _stablelm),
@@ -105,6 +137,8 @@ FAMILIES = {
     "deepseek2": Family((*DEEPSEEK_KEYS, "attention.q_lora_rank", "attention.key_length_mla",
                          "expert_weights_norm", "expert_gating_func",
                          "rope.scaling.yarn_log_multiplier"), _deepseek),
+    "mamba": Family(SSM_KEYS, _mamba),
+    "mamba2": Family(SSM_KEYS, _mamba2),
     "phi3": Family(("rope.scaling.attn_factor",), _phi3),
 }
 

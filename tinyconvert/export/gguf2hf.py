@@ -38,11 +38,6 @@ from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
 from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
 from tinyconvert.runtime.weights import dequantize
 
-# Architectures whose conversion has no inverse yet, and why (one line each)
-REFUSED = {
-    "mamba": "hf2gguf stores A = -exp(A_log), which does not give A_log back exactly",
-    "mamba2": "hf2gguf stores A = -exp(A_log), which does not give A_log back exactly",
-}
 DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 FLOAT_IDS = {0: "f32", 1: "f16", 30: "bf16"}
 UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -118,9 +113,6 @@ def _candidates(f: GgufFile) -> list[tuple[str, object]]:
     if not found:
         raise InputError(f"gguf2hf: architecture {name!r} has no Hugging Face class registered "
                          f"(tinyconvert archs lists them)")
-    if name in REFUSED:
-        raise InputError(f"gguf2hf cannot export {name} files yet ({', '.join(c for c, _ in found)}"
-                         f"): {REFUSED[name]}")
     return found
 
 
