@@ -1,13 +1,14 @@
 """The inverse of a family's own record transforms (Arch.records: GPT-2's Conv1D transposes,
 GPT-NeoX's and Falcon's fused qkv regrouping, StableLM's stacked head norms, DeepSeek's kv_b
-split), found by running those very transforms forward on index records: records whose values
+split, gpt-oss's interleaved experts, the SSMs' reshapes), found by running those very transforms forward on index records: records whose values
 are the element numbers of the HF tensors. Each record they return then says, element by
 element, which HF element it holds, so the export gathers every HF tensor back from the GGUF
 tensors without a hand-written inverse that could drift from the forward code.
 
-Only element moves invert this way; a family that computes new values from old (Mamba's
-A = -exp(A_log)) makes numbers that are no element index, and is refused. One traced record is
-held at a time (its index array: 8 bytes an element), never the whole model."""
+Only element moves invert this way; a transform that computes new values from old makes numbers
+that are no element index, and is refused (Mamba's A = -exp(A_log) is kept out of the trace and
+inverted by export/ssm.py). Traces are read in row blocks of about CHUNK elements (8 bytes
+each), never a whole tensor's or the model's at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
 
+CHUNK = 1 << 22
+
 
 @dataclass(frozen=True)
 class Part:
@@ -25,8 +28,14 @@ class Part:
     shape: tuple[int, ...]
     record: TensorRecord
 
-    def indices(self) -> np.ndarray:
-        return np.asarray(self.record.read_rows(0, self.record.n_rows)).reshape(-1)
+    def chunks(self):
+        """(flat start, element indices) over row blocks of about CHUNK elements, so a trace
+        never holds a whole expert stack's indices."""
+        rec = self.record
+        step = max(1, CHUNK // max(rec.row_len, 1))
+        for r0 in range(0, rec.n_rows, step):
+            r1 = min(r0 + step, rec.n_rows)
+            yield r0 * rec.row_len, np.asarray(rec.read_rows(r0, r1)).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,11 @@ class Traced:
         out = np.empty(self.size, dtype=np.float32)
         seen = np.zeros(self.size, dtype=bool)
         for p in self.parts:
-            idx = p.indices()
-            mine = (idx >= self.offset) & (idx < self.offset + self.size)
-            out[idx[mine] - self.offset] = np.asarray(values(p), dtype=np.float32).reshape(-1)[mine]
-            seen[idx[mine] - self.offset] = True
+            vals = np.asarray(values(p), dtype=np.float32).reshape(-1)
+            for start, idx in p.chunks():
+                mine = (idx >= self.offset) & (idx < self.offset + self.size)
+                out[idx[mine] - self.offset] = vals[start:start + idx.size][mine]
+                seen[idx[mine] - self.offset] = True
         if not seen.all():
             raise InputError(f"{self.name!r}: hf2gguf's transforms keep only {int(seen.sum())} "
                              f"of its {self.size} values; gguf2hf cannot rebuild it")
@@ -83,14 +93,16 @@ def trace(cfg, hf_shapes: dict[str, tuple[int, ...]]) -> tuple[set[str], dict[st
     for r in out:
         if id(r) in same:
             continue
-        part = Part(r.name, tuple(r.shape), r)
-        idx = part.indices()
-        if idx.dtype.kind != "i" or idx.size and (idx.min() < 0 or idx.max() >= at):
-            raise InputError(f"{cfg.hf_class}: hf2gguf computes {r.name!r} from the checkpoint's "
-                             f"values (not only moves them); gguf2hf has no inverse for that")
-        which = np.searchsorted(starts, idx, side="right") - 1
-        counts += np.bincount(which, minlength=len(names))
-        for i in np.unique(which):
+        part, found = Part(r.name, tuple(r.shape), r), set()
+        for _, idx in part.chunks():
+            if idx.dtype.kind != "i" or idx.size and (idx.min() < 0 or idx.max() >= at):
+                raise InputError(f"{cfg.hf_class}: hf2gguf computes {r.name!r} from the "
+                                 f"checkpoint's values (not only moves them); gguf2hf has no "
+                                 f"inverse for that")
+            which = np.searchsorted(starts, idx, side="right") - 1
+            counts += np.bincount(which, minlength=len(names))
+            found.update(np.unique(which).tolist())
+        for i in sorted(found):
             parts.setdefault(names[i], []).append(part)
     traced = {}
     for i, name in enumerate(names):
