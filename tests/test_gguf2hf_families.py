@@ -118,3 +118,24 @@ def test_traces_read_in_small_blocks_give_the_same_export(tmp_path, smollm2_hf, 
     a, b = _state(hf), _state(res.path)
     assert sorted(a) == sorted(b)
     assert not [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_quantized_falcon_exports_the_weights_the_runtime_runs(tmp_path, smollm2_hf):
+    """A q8_0 Falcon-40B-style file (its fused qkv quantized in the regrouped order): the f32
+    export, through the traced regrouping, computes the runtime's logits on the q8_0 file, and
+    its weights are the dequantized ones, not the original checkpoint's."""
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    family, over = CASES["falcon-40b"]
+    lm.build(hf, family, smollm2_hf, **over)
+    hf2gguf(str(hf), tmp_path / "q.gguf", outtype="q8_0", quiet=True)
+    res = gguf2hf(tmp_path / "q.gguf", tmp_path / "out", dtype="f32", quiet=True)
+    from transformers import AutoTokenizer
+    ids = AutoTokenizer.from_pretrained(res.path)(TEXT)["input_ids"]
+    src = open_source(tmp_path / "q.gguf")
+    ours = prefill_layers(src.hparams, src.get, ids).double().numpy()
+    theirs = hf_logits(res.path, ids)
+    assert np.abs(ours - theirs).max() < 2e-3 * max(1.0, np.abs(ours).max())
+    a, b = _state(hf), _state(res.path)
+    qkv = "transformer.h.0.self_attention.query_key_value.weight"
+    assert a[qkv].shape == b[qkv].shape and 0 < (a[qkv] - b[qkv]).abs().max() < 0.05
