@@ -21,6 +21,9 @@ from tinyconvert.runtime.model import prefill_layers
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"
         "I've been told they'RE here.   Spaces\tand\ttabs. <|im_start|>user\nhi<|im_end|>")
+PHI3_LONGROPE = {"rope_type": "longrope", "original_max_position_embeddings": 32,
+                 "short_factor": [round(1.0 + 2.0 * i / 7, 4) for i in range(8)],
+                 "long_factor": [round(1.0 + 39.0 * (i / 7) ** 2, 4) for i in range(8)]}
 MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
 # family -> (tiny.build_model arch, its keyword arguments, hf2gguf outtype). Gemma's norms get +1
 # at conversion: exact to undo for bf16 weights (f32 ones would lose their low bits to the +1).
@@ -31,6 +34,10 @@ CASES = {
     "granite": ("granite", dict(embedding_multiplier=3.0, residual_multiplier=0.4,
                                 attention_multiplier=0.2, logits_scaling=2.5), "f32"),
     "phi3": ("phi3", {}, "f32"),
+    # Phi-4-mini-like LongRoPE: factor tensors back into rope_parameters; orig 32 is below the
+    # text, so the long factors are the ones that compute
+    "phi3-longrope": ("phi3", dict(rope=PHI3_LONGROPE, original_max_position_embeddings=32,
+                                   max_position_embeddings=4096), "f32"),
     "gemma3": ("gemma3", dict(dtype="bfloat16"), "bf16"),
     "mixtral": ("mixtral", dict(num_local_experts=4, num_experts_per_tok=2), "f32"),
     "qwen2moe": ("qwen2moe", dict(num_experts=4, shared_expert_intermediate_size=48, **MOE), "f32"),
@@ -105,13 +112,18 @@ def test_exported_tokenizer_splits_as_llamacpp(exported):
     assert _ids(res.path) == llamacpp_tokenize(gguf_path, TEXT)
 
 
-def test_refuses_an_architecture_it_cannot_invert(tmp_path, smollm2_hf):
-    """GPT-2's converter transposes and regroups tensors in family code with no inverse: one
-    line naming the architecture, and no output folder."""
-    layernorm_models.build(tmp_path, "gpt2", smollm2_hf)
-    hf2gguf(str(tmp_path), tmp_path / "m.gguf", outtype="f32", quiet=True)
-    with pytest.raises(InputError, match="cannot export gpt2 files yet"):
-        gguf2hf(tmp_path / "m.gguf", tmp_path / "out", quiet=True)
+def test_refuses_a_vocabulary_it_cannot_rebuild(tmp_path, smollm2_hf):
+    """A WordPiece (BERT) vocabulary has no tokenizer writer: one line naming it, and no
+    output folder."""
+    from tinyconvert.edit.metaedit import apply_edits, make_set
+    from tinyconvert.formats.gguf_file import read_gguf
+    _tokenizer(tmp_path, smollm2_hf)
+    tiny.build_model(tmp_path, "llama", n_vocab=49152)
+    gguf_path = tmp_path / "bert-vocab.gguf"
+    hf2gguf(str(tmp_path), gguf_path, outtype="f32", quiet=True)
+    apply_edits(gguf_path, [make_set(read_gguf(gguf_path), "tokenizer.ggml.model", "bert")])
+    with pytest.raises(InputError, match="cannot rebuild a 'bert' tokenizer"):
+        gguf2hf(gguf_path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 

@@ -27,7 +27,8 @@ from tinyconvert.archs import ARCHITECTURES, POWERINFER_ONLY
 from tinyconvert.archs.config import read_config
 from tinyconvert.export.hfconfig import check_round_trip, config_dict, write_config
 from tinyconvert.export.layout import export_plan, hf_state_shapes
-from tinyconvert.export.made import ROPE_FREQS, check_made, llama3_candidates
+from tinyconvert.export.hfconfig import arch_keys
+from tinyconvert.export.made import LONG, ROPE_FREQS, check_made, llama3_candidates, longrope_parameters
 from tinyconvert.export.safetensors_out import DEFAULT_SHARD, DTYPES, Entry, write_shards
 from tinyconvert.export.tokenizer_out import write_tokenizer
 from tinyconvert.formats.errors import InputError
@@ -112,11 +113,7 @@ def _candidates(f: GgufFile) -> list[tuple[str, object]]:
     if not found:
         raise InputError(f"gguf2hf: architecture {name!r} has no Hugging Face class registered "
                          f"(tinyconvert archs lists them)")
-    invertible = [(c, a) for c, a in found if a.records is None]
-    if not invertible:
-        raise InputError(f"gguf2hf cannot export {name} files yet ({', '.join(c for c, _ in found)}"
-                         f"): hf2gguf reshapes their tensors in family code that has no inverse")
-    return invertible
+    return found
 
 
 def _model_type(hf_class: str) -> str:
@@ -140,6 +137,9 @@ def _plan_as(folder: Path, f: GgufFile, hf_class: str, arch, shapes: dict, dtype
     defaults = AutoConfig.for_model(model_type).to_dict()
     values = config_dict(f.values(), arch, hf_class, defaults, tensors=shapes,
                          dtype=DTYPE_NAMES[dtype])
+    if LONG in shapes:
+        values["rope_parameters"] = longrope_parameters(
+            load, values["rope_parameters"], arch_keys(f.values(), arch.arch_name))
     variants = [values]
     if ROPE_FREQS in shapes:
         variants = [{**values, "rope_parameters": r}

@@ -14,6 +14,7 @@ import numpy as np
 from tinyconvert.archs.base import Arch
 from tinyconvert.archs.gemma import LAYERS_27B
 from tinyconvert.archs.config import EXPERT_COUNT_KEYS, EXPERT_USED_KEYS, gguf_fields, read_config
+from tinyconvert.export.family_config import family_values, handled
 from tinyconvert.formats.errors import InputError
 
 # GGUF key (after "{arch}.") -> config.json key. Expert keys pick the name the class knows.
@@ -36,7 +37,10 @@ INVERSE_KEYS = {
 # Keys hf2gguf derives from others (checked by the round trip, not set)
 DERIVED = ("rope.dimension_count", "attention.value_length", "rope.freq_base", "rope.freq_base_swa",
            "attention.sliding_window_pattern", "rope.scaling.type", "rope.scaling.factor",
-           "rope.scaling.original_context_length")
+           "rope.scaling.original_context_length",
+           # YaRN's own keys, which _rope reads
+           "rope.scaling.yarn_ext_factor", "rope.scaling.yarn_attn_factor",
+           "rope.scaling.yarn_beta_fast", "rope.scaling.yarn_beta_slow")
 # What llama.cpp assumes for a key the file leaves out, given the file's other keys
 IMPLIED = {"attention.key_length": lambda k: k["embedding_length"] // k["attention.head_count"],
            "attention.value_length": lambda k: k["embedding_length"] // k["attention.head_count"],
@@ -106,7 +110,8 @@ def config_dict(fields: dict, arch: Arch, hf_class: str, defaults: dict, *,
     """config.json's keys for hf_class from the file's keys. defaults: the class's own config
     defaults (they decide which of several names the class uses)."""
     keys = arch_keys(fields, arch.arch_name)
-    unknown = [k for k in keys if k not in INVERSE_KEYS and k not in DERIVED]
+    unknown = [k for k in keys if k not in INVERSE_KEYS and k not in DERIVED
+               and k not in handled(arch.arch_name)]
     if unknown:
         raise InputError(f"GGUF key {arch.arch_name}.{unknown[0]} has no config.json equivalent "
                          f"for {hf_class} that gguf2hf knows")
@@ -136,7 +141,7 @@ def config_dict(fields: dict, arch: Arch, hf_class: str, defaults: dict, *,
     for hkey, gkey in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
         if (v := fields.get(f"tokenizer.ggml.{gkey}_token_id")) is not None:
             out[hkey] = int(v)
-    return out
+    return family_values(arch.arch_name, keys, tensors, out)
 
 
 def _same(a, b) -> bool:

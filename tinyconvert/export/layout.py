@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 
 from tinyconvert.archs.base import NameMapper
+from tinyconvert.export.ssm import a_log_from_a, a_log_names
+from tinyconvert.export.traced import Traced, trace
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.experts import FUSED, PER_EXPERT
 
@@ -81,20 +83,41 @@ def _one(mapper: NameMapper, cfg, name: str, shape) -> ExportTensor:
     return _direct(name, shape, gname, heads, mapper.shift(gname))
 
 
+def _traced(mapper: NameMapper, cfg, t: Traced) -> ExportTensor:
+    """An HF tensor the family's own transforms moved (export/traced.py), gathered back from
+    the GGUF tensors its parts became, each through the plain inverse first."""
+    direct = {p.name: _one(mapper, cfg, p.name, p.shape) for p in t.parts}
+    sources = tuple(g for d in direct.values() for g in d.sources)
+
+    def made(shapes):
+        ok = all(int(np.prod(d.made(shapes))) == int(np.prod(p.shape))
+                 for p, d in zip(t.parts, direct.values()))
+        return t.shape if ok else ()
+    return ExportTensor(t.name, t.shape, sources,
+                        lambda load: t.gather(lambda p: direct[p.name].build(load)), made)
+
+
+def _a_log(mapper: NameMapper, name: str, shape) -> ExportTensor:
+    """Mamba's A_log from the file's A = -exp(A_log) (export/ssm.py); flat order is kept."""
+    gname = mapper.gguf_name(name)
+    return ExportTensor(name, shape, (gname,),
+                        lambda load: a_log_from_a(load(gname)).reshape(shape),
+                        lambda s: shape if int(np.prod(s[gname])) == int(np.prod(shape)) else ())
+
+
 def export_plan(cfg, hf_shapes: dict[str, tuple[int, ...]],
                 gguf_shapes: dict[str, tuple[int, ...]]) -> list[ExportTensor]:
     """cfg: the exported config as hf2gguf reads it (tinyconvert.archs.config.ModelConfig)."""
-    if cfg.arch.records is not None:
-        raise InputError(f"gguf2hf cannot invert {cfg.hf_class} yet (hf2gguf reshapes its "
-                         f"tensors in family code that has no inverse)")
     mapper = NameMapper(cfg.arch, cfg.n_layer, cfg.hf_class)
+    wanted = {n: s for n, s in hf_shapes.items() if not mapper.skipped(n) and not (
+        n.endswith("lm_head.weight") and (cfg.tied or cfg.arch.drop_output))}
+    a_logs = a_log_names(cfg.arch.arch_name, wanted)
+    moved = trace(cfg, {n: s for n, s in wanted.items() if n not in a_logs})[1] \
+        if cfg.arch.records is not None else {}
     plan, used = [], set()
-    for name, shape in hf_shapes.items():
-        if mapper.skipped(name):
-            continue
-        if name.endswith("lm_head.weight") and (cfg.tied or cfg.arch.drop_output):
-            continue
-        t = _one(mapper, cfg, name, shape)
+    for name, shape in wanted.items():
+        t = (_a_log(mapper, name, shape) if name in a_logs else
+             _traced(mapper, cfg, moved[name]) if name in moved else _one(mapper, cfg, name, shape))
         for g in t.sources:
             if g not in gguf_shapes:
                 raise InputError(f"{cfg.hf_class} needs {name!r}, made from GGUF tensor {g!r}, "

@@ -11,6 +11,7 @@ import numpy as np
 from tinyconvert.formats.errors import InputError
 
 ROPE_FREQS = "rope_freqs.weight"
+LONG, SHORT = "rope_factors_long.weight", "rope_factors_short.weight"   # Phi-3's LongRoPE
 LLAMA3_RELEASED = ({"low_freq_factor": 1.0, "high_freq_factor": 4.0,
                     "original_max_position_embeddings": 8192},)
 
@@ -19,6 +20,16 @@ def llama3_candidates(freqs: np.ndarray, rope: dict) -> list[dict]:
     """rope_parameters that could have made freqs (checked later, never trusted)."""
     factor = float(np.float32(freqs.max()))
     return [{**rope, "rope_type": "llama3", "factor": factor, **r} for r in LLAMA3_RELEASED]
+
+
+def longrope_parameters(load, rope: dict, keys: dict) -> dict:
+    """Phi-3's LongRoPE divisors back into rope_parameters (as f32 values' shortest decimals,
+    which hf2gguf turns into the same f32 tensors; check_made proves it)."""
+    def plain(name):
+        return [float(str(np.float32(x))) for x in load(name).reshape(-1)]
+    orig = int(keys["rope.scaling.original_context_length"])
+    return {**rope, "rope_type": "longrope", "original_max_position_embeddings": orig,
+            "long_factor": plain(LONG), "short_factor": plain(SHORT)}
 
 
 def check_made(cfg, load, present: set[str]) -> set[str]:
