@@ -21,7 +21,8 @@ from tinyconvert.formats import safetensors_file
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.records import rows_and_len
 from tinyconvert.io import atomic_set
-from tinyconvert.pipeline import ladder_write
+from tinyconvert.pipeline import ladder_tasks
+from tinyconvert.pipeline.inflight import in_flight_limit
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.ladder import hf2gguf_ladder, quantize_ladder
 from tinyconvert.pipeline.quantize import quantize
@@ -54,13 +55,61 @@ def _count_preads(monkeypatch) -> list[int]:
     return seen
 
 
+def _count_encoded_rows(monkeypatch) -> dict:
+    """Rows each quantizer call encodes, summed per type."""
+    rows: dict = {}
+    real = ladder_tasks.encode_rows
+
+    def encode_rows(data, src_dtype, qtype):
+        rows[qtype.name] = rows.get(qtype.name, 0) + data.shape[0]
+        return real(data, src_dtype, qtype)
+    monkeypatch.setattr(ladder_tasks, "encode_rows", encode_rows)
+    return rows
+
+
+def _count_live_chunks(monkeypatch) -> list[int]:
+    """[chunks alive now, most alive at once]: each holds a chunk of source rows in memory."""
+    live = [0, 0]
+
+    class Counted(ladder_tasks.SharedChunk):
+        def __init__(self, *a):
+            super().__init__(*a)
+            live[0] += 1
+            live[1] = max(live)
+
+        def __del__(self):
+            live[0] -= 1
+    monkeypatch.setattr(ladder_tasks, "SharedChunk", Counted)
+    return live
+
+
+def _distinct_rows(paths) -> dict:
+    """Rows per type when each tensor is encoded once per distinct type among the files."""
+    rows: dict = {}
+    files = [read_gguf(p) for p in paths]
+    for t in files[0].tensors:
+        types = {f.type_name(next(u for u in f.tensors if u.name == t.name).ggml_type).lower()
+                 for f in files}
+        for name in types:
+            rows[name] = rows.get(name, 0) + rows_and_len(t.shape)[0]
+    return rows
+
+
 def test_gguf_ladder_equals_separate_runs_and_reads_once(model, tmp_path, monkeypatch):
+    """...and encodes each tensor once per distinct type among the outputs (the q6_k
+    output.weight of q4_k_m and q3_k_m is encoded once), with a bounded number of chunks of
+    source rows in memory however many outputs there are."""
     src = model.parent / "tiny-F32.gguf"
     preads = _count_preads(monkeypatch)
+    encoded, live = _count_encoded_rows(monkeypatch), _count_live_chunks(monkeypatch)
     res = quantize_ladder(src, tmp_path / "out", qtypes=GGUF_TYPES, threads=2, quiet=True)
     # every stored byte of the input read exactly once for all three outputs
     assert sum(preads) == sum(t.nbytes for t in read_gguf(src).tensors)
     monkeypatch.undo()
+    assert encoded == _distinct_rows([f.path for f in res.files])
+    assert sum(encoded.values()) < 3 * sum(rows_and_len(t.shape)[0]
+                                           for t in read_gguf(src).tensors)
+    assert live[0] == 0 and 2 <= live[1] <= in_flight_limit(2) + 1
     assert [f.path.name for f in res.files] == ["tiny-Q8_0.gguf", "tiny-Q4_K_M.gguf",
                                                 "tiny-Q3_K_M.gguf"]
     for f in res.files:
@@ -203,7 +252,7 @@ def test_failure_leaves_no_output(model, tmp_path, monkeypatch, where):
             return real(a, b)
         monkeypatch.setattr(atomic_set.os, "replace", replace)
     else:                           # an encode half-way through the model fails
-        monkeypatch.setattr(ladder_write, "encode_rows", _fail_on(12, ladder_write.encode_rows))
+        monkeypatch.setattr(ladder_tasks, "encode_rows", _fail_on(12, ladder_tasks.encode_rows))
     res = CliRunner().invoke(app, ["quantize", str(model.parent / "tiny-F32.gguf"), "-o",
                                    str(out), "-t", "q8_0", "-t", "q4_k_m", "--no-verify"])
     assert res.exit_code == 1 and "injected" in res.output
