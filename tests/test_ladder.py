@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.checks import ladder_verify
+from tinyconvert.checks import ladder_verify, ladder_weights
 from tinyconvert.checks import verify as verify_mod
 from tinyconvert.checks.ladder_verify import verify_ladder
 from tinyconvert.checks.verify import verify
@@ -195,6 +196,39 @@ def test_one_verify_pass_runs_the_reference_once(model, ladder_files, monkeypatc
         assert (r.max_kld, r.passed, r.limit_why) == pytest.approx(
             (alone.max_kld, alone.passed, alone.limit_why))
         assert r.layers == pytest.approx(alone.layers)
+
+
+def _runs(keys: list) -> int:
+    """How many times a one-slot cache fed these keys in order must load."""
+    return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+
+
+def test_ladder_verify_memory_does_not_grow_with_the_files(model, ladder_files, monkeypatch):
+    """Each candidate's tensors are read by pread (no file map whose pages would stay in the
+    process), and ONE dequantized token_embd is alive at a time: reloaded only when the next
+    candidate's stored bytes differ."""
+    made, alive, loads = [], weakref.WeakSet(), []
+    real_source, real_load = ladder_verify.gguf_source, ladder_weights.LadderWeights._load
+
+    def gguf_source(path):
+        made.append(real_source(path))
+        return made[-1]
+
+    def load(self, name):
+        out = real_load(self, name)
+        alive.add(out)
+        loads.append(len(alive))
+        return out
+    monkeypatch.setattr(ladder_verify, "gguf_source", gguf_source)
+    monkeypatch.setattr(ladder_weights.LadderWeights, "_load", load)
+    verify_ladder(str(model), [f.path for f in ladder_files.files], tokens=96)
+    assert len(made) == 3 and loads and set(loads) == {1}
+    assert all(s._map is None for m in made for s in m.get.file._model.shards)
+    files = [read_gguf(f.path) for f in ladder_files.files]
+    keys = [(f.type_name(t.ggml_type), f.tensor_bytes(t).tobytes()) for f in files
+            for t in f.tensors if t.name == "token_embd.weight"]
+    tied = all("output.weight" not in {t.name for t in f.tensors} for f in files)
+    assert len(loads) == _runs(keys + keys if tied else keys)
 
 
 def test_cli_table_json_and_plot(model, tmp_path):
