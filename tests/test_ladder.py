@@ -121,6 +121,40 @@ def test_gguf_ladder_equals_separate_runs_and_reads_once(model, tmp_path, monkey
     assert len({f.path.read_bytes() for f in res.files}) == 3
 
 
+def test_bf16_source_is_converted_to_float32_once_per_chunk(model, tmp_path, monkeypatch):
+    """From a bf16 GGUF, q8_0 and q4_k_m both quantize float32 rows: one conversion of each chunk
+    serves both (one thread, so each conversion is counted in its own chunk), and the bytes are
+    still those of separate runs."""
+    src = tmp_path / "tiny-BF16.gguf"
+    hf2gguf(str(model), src, outtype="bf16", quiet=True)
+    converted, per_chunk = [0], []
+    real_f32 = ladder_tasks.to_f32
+
+    def to_f32(rows, src_dtype):
+        converted[0] += 1
+        return real_f32(rows, src_dtype)
+
+    class Counted(ladder_tasks.SharedChunk):
+        def __init__(self, *a):
+            super().__init__(*a)
+            per_chunk.append(0)
+
+        def source(self, p):
+            before = converted[0]
+            out = super().source(p)
+            per_chunk[-1] += converted[0] - before
+            return out
+    monkeypatch.setattr(ladder_tasks, "to_f32", to_f32)
+    monkeypatch.setattr(ladder_tasks, "SharedChunk", Counted)
+    res = quantize_ladder(src, tmp_path / "out", qtypes=["q8_0", "q4_k_m"], threads=1,
+                          quiet=True)
+    monkeypatch.undo()
+    assert converted[0] > 0 and max(per_chunk) == 1
+    for f in res.files:
+        alone = quantize(src, tmp_path / f"alone-{f.qtype}.gguf", qtype=f.qtype, quiet=True)
+        assert f.path.read_bytes() == alone.path.read_bytes(), f.qtype
+
+
 def _count_rows(monkeypatch) -> dict:
     """Rows read from the checkpoint's safetensors, per tensor (by its data offset)."""
     rows: dict = {}
