@@ -61,6 +61,7 @@ def _stream(outputs, fds, where, read: SharedRead, threads: int, bar) -> None:
     with a bounded number in flight, across tensor boundaries, and writes each result to every
     output that takes those bytes, at its place."""
     written: dict[tuple[int, str], int] = {}
+    planned = [{p.name: p for p in o.planned} for o in outputs]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         done = (bounded_map(pool, lambda t: (t, t.run()), tasks(outputs, read, threads),
                             in_flight_limit(threads))
@@ -72,13 +73,13 @@ def _stream(outputs, fds, where, read: SharedRead, threads: int, bar) -> None:
                 _pwrite_all(fds[k], data, where[k][name] + at)
                 written[k, name] = at + data.nbytes
             if task.last:
-                _check_sizes(outputs, written, name, bar)
+                _check_sizes(planned, written, name, bar)
 
 
-def _check_sizes(outputs, written, name: str, bar) -> None:
+def _check_sizes(planned: list[dict], written, name: str, bar) -> None:
     total = 0
-    for k, o in enumerate(outputs):
-        p = next(p for p in o.planned if p.name == name)
+    for k, by_name in enumerate(planned):
+        p = by_name[name]
         n = written.pop((k, name), 0)
         if n != p.qtype.nbytes(p.shape):
             raise RuntimeError(f"{name}: wrote {n} bytes, planned {p.qtype.nbytes(p.shape)}")
