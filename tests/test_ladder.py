@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.checks import ladder_verify
+from tinyconvert.checks import ladder_verify, ladder_weights
 from tinyconvert.checks import verify as verify_mod
 from tinyconvert.checks.ladder_verify import verify_ladder
 from tinyconvert.checks.verify import verify
@@ -21,7 +22,8 @@ from tinyconvert.formats import safetensors_file
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.records import rows_and_len
 from tinyconvert.io import atomic_set
-from tinyconvert.pipeline import ladder_write
+from tinyconvert.pipeline import ladder_tasks
+from tinyconvert.pipeline.inflight import in_flight_limit
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.ladder import hf2gguf_ladder, quantize_ladder
 from tinyconvert.pipeline.quantize import quantize
@@ -54,13 +56,61 @@ def _count_preads(monkeypatch) -> list[int]:
     return seen
 
 
+def _count_encoded_rows(monkeypatch) -> dict:
+    """Rows each quantizer call encodes, summed per type."""
+    rows: dict = {}
+    real = ladder_tasks.encode_rows
+
+    def encode_rows(data, src_dtype, qtype):
+        rows[qtype.name] = rows.get(qtype.name, 0) + data.shape[0]
+        return real(data, src_dtype, qtype)
+    monkeypatch.setattr(ladder_tasks, "encode_rows", encode_rows)
+    return rows
+
+
+def _count_live_chunks(monkeypatch) -> list[int]:
+    """[chunks alive now, most alive at once]: each holds a chunk of source rows in memory."""
+    live = [0, 0]
+
+    class Counted(ladder_tasks.SharedChunk):
+        def __init__(self, *a):
+            super().__init__(*a)
+            live[0] += 1
+            live[1] = max(live)
+
+        def __del__(self):
+            live[0] -= 1
+    monkeypatch.setattr(ladder_tasks, "SharedChunk", Counted)
+    return live
+
+
+def _distinct_rows(paths) -> dict:
+    """Rows per type when each tensor is encoded once per distinct type among the files."""
+    rows: dict = {}
+    files = [read_gguf(p) for p in paths]
+    for t in files[0].tensors:
+        types = {f.type_name(next(u for u in f.tensors if u.name == t.name).ggml_type).lower()
+                 for f in files}
+        for name in types:
+            rows[name] = rows.get(name, 0) + rows_and_len(t.shape)[0]
+    return rows
+
+
 def test_gguf_ladder_equals_separate_runs_and_reads_once(model, tmp_path, monkeypatch):
+    """...and encodes each tensor once per distinct type among the outputs (the q6_k
+    output.weight of q4_k_m and q3_k_m is encoded once), with a bounded number of chunks of
+    source rows in memory however many outputs there are."""
     src = model.parent / "tiny-F32.gguf"
     preads = _count_preads(monkeypatch)
+    encoded, live = _count_encoded_rows(monkeypatch), _count_live_chunks(monkeypatch)
     res = quantize_ladder(src, tmp_path / "out", qtypes=GGUF_TYPES, threads=2, quiet=True)
     # every stored byte of the input read exactly once for all three outputs
     assert sum(preads) == sum(t.nbytes for t in read_gguf(src).tensors)
     monkeypatch.undo()
+    assert encoded == _distinct_rows([f.path for f in res.files])
+    assert sum(encoded.values()) < 3 * sum(rows_and_len(t.shape)[0]
+                                           for t in read_gguf(src).tensors)
+    assert live[0] == 0 and 2 <= live[1] <= in_flight_limit(2) + 1
     assert [f.path.name for f in res.files] == ["tiny-Q8_0.gguf", "tiny-Q4_K_M.gguf",
                                                 "tiny-Q3_K_M.gguf"]
     for f in res.files:
@@ -69,6 +119,40 @@ def test_gguf_ladder_equals_separate_runs_and_reads_once(model, tmp_path, monkey
         assert f.path.read_bytes() == alone.path.read_bytes(), f.qtype
         assert f.n_bytes == f.path.stat().st_size
     assert len({f.path.read_bytes() for f in res.files}) == 3
+
+
+def test_bf16_source_is_converted_to_float32_once_per_chunk(model, tmp_path, monkeypatch):
+    """From a bf16 GGUF, q8_0 and q4_k_m both quantize float32 rows: one conversion of each chunk
+    serves both (one thread, so each conversion is counted in its own chunk), and the bytes are
+    still those of separate runs."""
+    src = tmp_path / "tiny-BF16.gguf"
+    hf2gguf(str(model), src, outtype="bf16", quiet=True)
+    converted, per_chunk = [0], []
+    real_f32 = ladder_tasks.to_f32
+
+    def to_f32(rows, src_dtype):
+        converted[0] += 1
+        return real_f32(rows, src_dtype)
+
+    class Counted(ladder_tasks.SharedChunk):
+        def __init__(self, *a):
+            super().__init__(*a)
+            per_chunk.append(0)
+
+        def source(self, p):
+            before = converted[0]
+            out = super().source(p)
+            per_chunk[-1] += converted[0] - before
+            return out
+    monkeypatch.setattr(ladder_tasks, "to_f32", to_f32)
+    monkeypatch.setattr(ladder_tasks, "SharedChunk", Counted)
+    res = quantize_ladder(src, tmp_path / "out", qtypes=["q8_0", "q4_k_m"], threads=1,
+                          quiet=True)
+    monkeypatch.undo()
+    assert converted[0] > 0 and max(per_chunk) == 1
+    for f in res.files:
+        alone = quantize(src, tmp_path / f"alone-{f.qtype}.gguf", qtype=f.qtype, quiet=True)
+        assert f.path.read_bytes() == alone.path.read_bytes(), f.qtype
 
 
 def _count_rows(monkeypatch) -> dict:
@@ -148,6 +232,39 @@ def test_one_verify_pass_runs_the_reference_once(model, ladder_files, monkeypatc
         assert r.layers == pytest.approx(alone.layers)
 
 
+def _runs(keys: list) -> int:
+    """How many times a one-slot cache fed these keys in order must load."""
+    return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+
+
+def test_ladder_verify_memory_does_not_grow_with_the_files(model, ladder_files, monkeypatch):
+    """Each candidate's tensors are read by pread (no file map whose pages would stay in the
+    process), and ONE dequantized token_embd is alive at a time: reloaded only when the next
+    candidate's stored bytes differ."""
+    made, alive, loads = [], weakref.WeakSet(), []
+    real_source, real_load = ladder_verify.gguf_source, ladder_weights.LadderWeights._load
+
+    def gguf_source(path):
+        made.append(real_source(path))
+        return made[-1]
+
+    def load(self, name):
+        out = real_load(self, name)
+        alive.add(out)
+        loads.append(len(alive))
+        return out
+    monkeypatch.setattr(ladder_verify, "gguf_source", gguf_source)
+    monkeypatch.setattr(ladder_weights.LadderWeights, "_load", load)
+    verify_ladder(str(model), [f.path for f in ladder_files.files], tokens=96)
+    assert len(made) == 3 and loads and set(loads) == {1}
+    assert all(s._map is None for m in made for s in m.get.file._model.shards)
+    files = [read_gguf(f.path) for f in ladder_files.files]
+    keys = [(f.type_name(t.ggml_type), f.tensor_bytes(t).tobytes()) for f in files
+            for t in f.tensors if t.name == "token_embd.weight"]
+    tied = all("output.weight" not in {t.name for t in f.tensors} for f in files)
+    assert len(loads) == _runs(keys + keys if tied else keys)
+
+
 def test_cli_table_json_and_plot(model, tmp_path):
     src = model.parent / "tiny-F32.gguf"
     res = CliRunner().invoke(app, ["quantize", str(src), "-o", str(tmp_path / "q"), "-t",
@@ -203,7 +320,7 @@ def test_failure_leaves_no_output(model, tmp_path, monkeypatch, where):
             return real(a, b)
         monkeypatch.setattr(atomic_set.os, "replace", replace)
     else:                           # an encode half-way through the model fails
-        monkeypatch.setattr(ladder_write, "encode_rows", _fail_on(12, ladder_write.encode_rows))
+        monkeypatch.setattr(ladder_tasks, "encode_rows", _fail_on(12, ladder_tasks.encode_rows))
     res = CliRunner().invoke(app, ["quantize", str(model.parent / "tiny-F32.gguf"), "-o",
                                    str(out), "-t", "q8_0", "-t", "q4_k_m", "--no-verify"])
     assert res.exit_code == 1 and "injected" in res.output

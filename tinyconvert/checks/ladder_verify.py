@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinyconvert.checks.experts import ExpertCounter
+from tinyconvert.checks.ladder_weights import lean_sources
 from tinyconvert.checks.tokenizer import tokenizer_for
 from tinyconvert.checks.verify import (VerifyReport, _check_compatible, build_report,
                                        default_text, lockstep_many)
@@ -18,7 +19,7 @@ from tinyconvert.runtime import metrics
 def verify_ladder(reference: str, candidates: list[Path], *, text: str | None = None,
                   tokens: int = 512, chunk: int = 512) -> list[VerifyReport]:
     ref = open_source(reference)
-    cands = [gguf_source(Path(c)) for c in candidates]
+    cands = lean_sources([gguf_source(Path(c)) for c in candidates])   # memory flat in N
     for c in cands:
         _check_compatible(ref, c)
     text = default_text() if text is None else text

@@ -1,6 +1,7 @@
 """Several GGUF outputs of one model written in one pass (a quant ladder): each source chunk is
-read (and converted) once and encoded into every output, and each output's encoded chunk is
-written straight away, so memory holds a few chunks, never a tensor per output.
+read and converted to float32 once, encoded once per distinct type among the outputs (in
+parallel over the thread pool, ladder_tasks.py), and written straight away into every output
+that takes those bytes, so memory holds a few chunks, never a tensor per output.
 
 Every output's tensor offsets are known from its plan before any data is read (plan, then
 write), so each chunk goes to its place with pwrite. That lets outputs whose tensors are in
@@ -9,7 +10,6 @@ share one read of each tensor, and each file still has exactly the bytes of a se
 from __future__ import annotations
 
 import os
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,9 @@ import numpy as np
 
 from tinyconvert.io.atomic_set import atomic_outputs
 from tinyconvert.io.progress import TensorProgress
-from tinyconvert.pipeline.encode import encode_rows
+from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
+from tinyconvert.pipeline.ladder_tasks import tasks
 from tinyconvert.pipeline.plan import PlannedTensor
-from tinyconvert.pipeline.stream import chunks
 
 # (name, r0, r1, need_raw, need_rows) -> (stored bytes or None, rows in src_dtype or None)
 SharedRead = Callable[[str, int, int, bool, bool], tuple]
@@ -49,35 +49,6 @@ def _offsets(out: LadderOutput, header_end: int) -> tuple[dict[str, int], int]:
     return where, pos
 
 
-def _encode_all(ps: list[PlannedTensor], read: SharedRead, r0: int, r1: int) -> list[np.ndarray]:
-    """One read of rows [r0, r1) of a tensor, encoded into each output's type."""
-    raw_for = [p.src_dtype == "RAW" for p in ps]
-    raw, rows = read(ps[0].name, r0, r1, any(raw_for), not all(raw_for))
-    out = []
-    for p, is_raw in zip(ps, raw_for):
-        data = encode_rows(raw if is_raw else rows, p.src_dtype, p.qtype)
-        if isinstance(data, tuple):
-            raise RuntimeError(f"{p.name}: T-MAC tensors cannot be written in a ladder")
-        out.append(np.ascontiguousarray(data))
-    return out
-
-
-def _bounded_map(pool, fn, items, window: int):
-    """pool.map in order with at most `window` chunks in flight: encoded chunks wait for the
-    writer, so an unbounded map would hold a whole tensor per output."""
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, *item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for fut in pending:
-            fut.cancel()
-
-
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
     view = memoryview(data).cast("B")
     while view:
@@ -85,34 +56,36 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _same_tensor(ps: list[PlannedTensor]) -> None:
-    first = ps[0]
-    for p in ps[1:]:
-        if p.shape != first.shape or p.align != first.align or (
-                p.src_dtype != first.src_dtype and "RAW" not in (p.src_dtype, first.src_dtype)):
-            raise RuntimeError(f"{p.name}: the outputs plan it from different sources")
-
-
 def _stream(outputs, fds, where, read: SharedRead, threads: int, bar) -> None:
-    by_name = [{p.name: p for p in o.planned} for o in outputs]
+    """Runs the ladder's tasks (ladder_tasks: one per chunk and distinct encoding) over the pool
+    with a bounded number in flight, across tensor boundaries, and writes each result to every
+    output that takes those bytes, at its place."""
+    written: dict[tuple[int, str], int] = {}
+    planned = [{p.name: p for p in o.planned} for o in outputs]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for p0 in outputs[0].planned:
-            ps = [m[p0.name] for m in by_name]
-            _same_tensor(ps)
-            written = [0] * len(ps)
-            parts = (_bounded_map(pool, lambda a, b, ps=ps: _encode_all(ps, read, a, b),
-                                  chunks(p0, threads), threads + 1) if threads > 1
-                     else (_encode_all(ps, read, a, b) for a, b in chunks(p0)))
-            for pieces in parts:
-                for k, data in enumerate(pieces):
-                    _pwrite_all(fds[k], data, where[k][p0.name] + written[k])
-                    written[k] += data.nbytes
-            for p, n in zip(ps, written):
-                if n != p.qtype.nbytes(p.shape):
-                    raise RuntimeError(f"{p.name}: wrote {n} bytes, planned "
-                                       f"{p.qtype.nbytes(p.shape)}")
-            if bar is not None:
-                bar.advance(p0.name, sum(written))
+        done = (bounded_map(pool, lambda t: (t, t.run()), tasks(outputs, read, threads),
+                            in_flight_limit(threads))
+                if threads > 1 else ((t, t.run()) for t in tasks(outputs, read, 1)))
+        for task, data in done:
+            name = task.chunk.name
+            for k in task.enc.outputs:
+                at = written.get((k, name), 0)
+                _pwrite_all(fds[k], data, where[k][name] + at)
+                written[k, name] = at + data.nbytes
+            if task.last:
+                _check_sizes(planned, written, name, bar)
+
+
+def _check_sizes(planned: list[dict], written, name: str, bar) -> None:
+    total = 0
+    for k, by_name in enumerate(planned):
+        p = by_name[name]
+        n = written.pop((k, name), 0)
+        if n != p.qtype.nbytes(p.shape):
+            raise RuntimeError(f"{name}: wrote {n} bytes, planned {p.qtype.nbytes(p.shape)}")
+        total += n
+    if bar is not None:
+        bar.advance(name, total)
 
 
 def write_outputs(outputs: list[LadderOutput], read: SharedRead, *, threads: int | None = None,
