@@ -127,3 +127,21 @@ def test_cli_refuses_a_mix_that_needs_a_matrix(model, tmp_path):
     assert "iq2_xxs needs an importance matrix" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_verify_has_no_yardstick_for_a_file_that_needs_its_matrix(model, tmp_path):
+    """Above its limit, verify judges a file against the reference quantized at the file's own
+    types. An iq2_xxs file cannot be remade without the matrix it was made with (the file does
+    not hold it), so there is no yardstick and the type's own limit stands; an iq4_xs file
+    (no matrix needed) still gets one. llama.cpp makes both."""
+    from tinyconvert.checks.requant import requantized
+    from tinyconvert.pipeline.sources import gguf_source, open_source
+    path, _, imatrix = model
+    for mix, has_yardstick in (("iq2_xxs", False), ("iq4_xs", True)):
+        out = tmp_path / f"{mix}.gguf"
+        assert llamacpp_quantize_imatrix(path, out, RECIPES[mix][0], imatrix) == 0
+        yard = requantized(open_source(path), gguf_source(out))
+        assert (yard is not None) == has_yardstick, mix
+    # the iq2_xxs yardstick is refused for the right reason: the type needs a matrix to exist
+    with pytest.raises(ValueError, match="needs an importance matrix"):
+        get_qtype("iq2_xxs").quantize(np.ones((1, 256), np.float32))

@@ -16,11 +16,13 @@ def requantized(ref: ModelSource, cand: ModelSource) -> ModelSource | None:
     """ref with every weight the candidate stores quantized put through that type and back, and
     computed as llama.cpp computes it from the converter's keys (its tanh GELU, its YaRN: what
     transformers does differently is a cost of any GGUF, not a fault of this one); or None when
-    a type cannot be reproduced here (T-MAC, grouped INT8, types we only read)."""
+    a type cannot be reproduced here (T-MAC, grouped INT8, types we only read, and the IQ types
+    that exist only with the importance matrix the file was made with, which it does not hold)."""
     import torch
 
     from tinyconvert.quant import qtype_by_id
     from tinyconvert.quant.int8_grouped import GROUP_KEY
+    from tinyconvert.quant.iq_types import NEEDS_IMATRIX
     from tinyconvert.quant.tmac_types import BITS_KEY
     weights = cand.get
     if cand.kind != "gguf" or BITS_KEY in cand.fields or cand.fields.get(GROUP_KEY):
@@ -28,6 +30,8 @@ def requantized(ref: ModelSource, cand: ModelSource) -> ModelSource | None:
     try:
         types = {name: qtype_by_id(t.ggml_type) for name, t in weights.tensors.items()}
     except KeyError:
+        return None
+    if any(q.name in NEEDS_IMATRIX for q in types.values()):
         return None
 
     def get(name: str):
