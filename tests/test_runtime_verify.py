@@ -146,12 +146,19 @@ def test_verify_plot(smollm2_hf, real, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_hf2gguf_ends_with_verify_line(smollm2_hf, tmp_path):
+def test_hf2gguf_ends_with_its_check_line(smollm2_hf, tmp_path):
+    """A bf16 file is checked by its weights (sampled rows of every large tensor); --check
+    model runs both models as before."""
     res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "a.gguf"),
                                    "--outtype", "bf16"])
     assert res.exit_code == 0, res.output
     line = res.stdout.strip().splitlines()[-1]
-    assert line.startswith("verify: PASS kld_mean=")
+    assert line.startswith("check: weights match the source at bf16/f32 (272 tensors, sampled "
+                           "rows), hyper-parameters and tokenizer agree, chat template same"), line
+    res = CliRunner().invoke(app, ["quantize", str(tmp_path / "a.gguf"), "-o",
+                                   str(tmp_path / "b.gguf"), "-t", "bf16", "--check", "model"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("verify: PASS kld_mean=")
     res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "b.gguf"),
                                    "--outtype", "f16", "--no-verify"])
     assert res.exit_code == 0 and "verify:" not in res.stdout
