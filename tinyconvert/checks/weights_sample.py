@@ -90,7 +90,7 @@ def _first_difference(name: str, qtype, idx: np.ndarray, want: np.ndarray,
     unit = {4: np.uint32, 2: np.uint16}[qtype.type_size]
     differ = want.view(unit) != got.view(unit)
     i, j = (int(v) for v in np.argwhere(differ)[0])
-    w, g = qtype.dequantize(want[i:i + 1])[0, j], qtype.dequantize(got[i:i + 1])[0, j]
+    w, g = (float(qtype.dequantize(x[i:i + 1])[0, j]) for x in (want, got))
     return (f"tensor {name}: element [{int(idx[i])}, {j}] is {g!r} in the file, the source "
             f"rounded to {qtype.name} is {w!r} ({int(differ.sum())} of {differ.size} sampled "
             f"elements differ)")
