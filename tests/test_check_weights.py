@@ -203,12 +203,14 @@ def test_gguf_reference_and_gguf2hf(f16, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--check", "fast"], "unknown --check 'fast'; valid: auto, weights, model"),
-    (["--check", "weights", "--outtype", "q8_0"], "--check weights needs an f32/f16/bf16"),
-    (["--check", "weights", "-t", "f16", "-t", "q8_0"], "--check weights takes one type"),
+    (["hf2gguf", "--check", "fast"], "unknown --check 'fast'; valid: auto, weights, model"),
+    (["hf2gguf", "--check", "weights", "--outtype", "q8_0"], "--check weights needs an f32/f16/bf16"),
+    (["hf2gguf", "--check", "weights", "-t", "f16", "-t", "q8_0"], "--check weights takes one type"),
+    (["quantize", "--check", "weights", "-b", "8"], "--check weights needs an f32/f16/bf16 output, "
+                                                     "not -b 8"),
 ])
 def test_bad_check_options_are_one_line_before_writing(model, tmp_path, args, message):
-    res = CliRunner().invoke(app, ["hf2gguf", str(model), "-o", str(tmp_path / "x.gguf"), *args])
+    res = CliRunner().invoke(app, [args[0], str(model), "-o", str(tmp_path / "x.gguf"), *args[1:]])
     assert res.exit_code == 2 and message in res.stderr, res.output
     assert len(res.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
