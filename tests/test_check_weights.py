@@ -224,3 +224,16 @@ def test_sample_rows_spread_bounded_and_whole_when_small():
     q = sample_rows(576, 576, 64)
     assert len(q) % 64 == 0 and q[0] == 0 and q[-1] == 575
     assert np.array_equal(sample_rows(100, 64), np.arange(100))
+
+
+def test_auto_picks_weights_only_for_a_plain_float_gguf(f16):
+    """A PowerInfer file (magic PWRI) of float tensors still runs the model: its predictors'
+    recall is only measured there."""
+    from types import SimpleNamespace
+
+    from tinyconvert.checks.post_check import resolve_check
+    from tinyconvert.formats.gguf_model import open_gguf
+    with open_gguf(f16) as m:
+        assert resolve_check("auto", m) == "weights"
+        assert resolve_check("model", m) == "model"
+        assert resolve_check("auto", SimpleNamespace(magic=b"PWRI", tensors=m.tensors)) == "model"
