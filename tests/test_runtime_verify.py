@@ -99,6 +99,10 @@ def test_damaged_tensor_fails(smollm2_hf, real, tmp_path):
     assert "FAIL" in res.stdout
     layers = verify(str(smollm2_hf), bad, tokens=64).layers
     assert max(layers[:5]) < 0.01 < layers[5]
+    # the weights check (the default after an f16 conversion) names the tensor, from its sample
+    from tinyconvert.checks.weights_check import check_weights
+    problems = check_weights(str(smollm2_hf), bad).problems()
+    assert len(problems) == 1 and problems[0].startswith("tensor blk.5.attn_q.weight: element ["), problems
 
 
 def test_vocab_mismatch_fails(smollm2_hf, real, tmp_path):
@@ -114,6 +118,10 @@ def test_vocab_mismatch_fails(smollm2_hf, real, tmp_path):
         fh.write(b"gpt-4o")
     res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(bad), "--tokens", "64"])
     assert res.exit_code == 3 and "MISMATCH" in res.stdout
+    from tinyconvert.checks.weights_check import check_weights
+    problems = check_weights(str(smollm2_hf), bad).problems()
+    assert problems and problems[0].startswith("candidate vocabulary tokenizes the text "
+                                               "differently"), problems
 
 
 @pytest.mark.parametrize("engine", ["runtime", "llama.cpp"])
