@@ -9,9 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# HF hidden_act values -> the runtime's names
-HF_ACTS = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-           "gelu_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
+from tinyconvert.runtime.act_names import HF_ACTS  # noqa: F401 (its old home)
 
 
 def act(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,10 @@ def test_damaged_tensor_fails(smollm2_hf, real, tmp_path):
     assert "FAIL" in res.stdout
     layers = verify(str(smollm2_hf), bad, tokens=64).layers
     assert max(layers[:5]) < 0.01 < layers[5]
+    # the weights check (the default after an f16 conversion) names the tensor, from its sample
+    from tinyconvert.checks.weights_check import check_weights
+    problems = check_weights(str(smollm2_hf), bad).problems()
+    assert len(problems) == 1 and problems[0].startswith("tensor blk.5.attn_q.weight: element ["), problems
 
 
 def test_vocab_mismatch_fails(smollm2_hf, real, tmp_path):
@@ -114,6 +118,10 @@ def test_vocab_mismatch_fails(smollm2_hf, real, tmp_path):
         fh.write(b"gpt-4o")
     res = CliRunner().invoke(app, ["verify", str(smollm2_hf), str(bad), "--tokens", "64"])
     assert res.exit_code == 3 and "MISMATCH" in res.stdout
+    from tinyconvert.checks.weights_check import check_weights
+    problems = check_weights(str(smollm2_hf), bad).problems()
+    assert problems and problems[0].startswith("candidate vocabulary tokenizes the text "
+                                               "differently"), problems
 
 
 @pytest.mark.parametrize("engine", ["runtime", "llama.cpp"])
@@ -146,12 +154,19 @@ def test_verify_plot(smollm2_hf, real, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_hf2gguf_ends_with_verify_line(smollm2_hf, tmp_path):
+def test_hf2gguf_ends_with_its_check_line(smollm2_hf, tmp_path):
+    """A bf16 file is checked by its weights (sampled rows of every large tensor); --check
+    model runs both models as before."""
     res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "a.gguf"),
                                    "--outtype", "bf16"])
     assert res.exit_code == 0, res.output
     line = res.stdout.strip().splitlines()[-1]
-    assert line.startswith("verify: PASS kld_mean=")
+    assert line.startswith("check: weights match the source at bf16/f32 (272 tensors, sampled "
+                           "rows), hyper-parameters and tokenizer agree, chat template same"), line
+    res = CliRunner().invoke(app, ["quantize", str(tmp_path / "a.gguf"), "-o",
+                                   str(tmp_path / "b.gguf"), "-t", "bf16", "--check", "model"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("verify: PASS kld_mean=")
     res = CliRunner().invoke(app, ["hf2gguf", str(smollm2_hf), "-o", str(tmp_path / "b.gguf"),
                                    "--outtype", "f16", "--no-verify"])
     assert res.exit_code == 0 and "verify:" not in res.stdout

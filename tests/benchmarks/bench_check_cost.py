@@ -1,7 +1,8 @@
 """What the check ending a conversion costs next to the conversion (issue 19, speed): an f16
-conversion of SmolLM2 with --no-verify against the same conversion with its check, each in a
-fresh process, alternating, median of --reps; wall time and CPU time (user + sys of the child),
-then where the check's CPU time goes, phase by phase, in one process.
+conversion of SmolLM2 with --no-verify against the same conversion with its default check
+(auto: the weights check, no torch) and with --check model (both models run), each in a fresh
+process, alternating, median of --reps; wall time and CPU time (user + sys of the child), then
+where each check's CPU time goes, phase by phase, in one process.
 
     python tests/benchmarks/bench_check_cost.py [--reps 3] [--threads 2]
 """
@@ -30,8 +31,8 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t, cpu
 
 
-def phases(src: Path, gguf: Path, threads: int) -> None:
-    """The check's parts as _post_verify runs them, CPU seconds each (this process)."""
+def model_phases(src: Path, gguf: Path, threads: int) -> None:
+    """--check model's parts as verify runs them, CPU seconds each (this process)."""
     marks = [("start", time.process_time())]
 
     def lap(name: str) -> None:
@@ -54,8 +55,52 @@ def phases(src: Path, gguf: Path, threads: int) -> None:
     from tinyconvert.checks.chat import check_against_hf
     check_against_hf(ref.path, cand.fields)
     lap("statistics, vocab, chat")
+    _show("--check model", marks)
+
+
+def weights_phases(src: Path, gguf: Path) -> None:
+    """The default (weights) check's parts, CPU seconds each, in a fresh process that has
+    imported what the conversion imports (so the check's own imports are counted)."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+import tinyconvert.cli, tinyconvert.pipeline.hf2gguf
+from pathlib import Path
+from tests.benchmarks.bench_check_cost import _show
+marks = [("start", time.process_time())]
+lap = lambda name: marks.append((name, time.process_time()))
+from tinyconvert.checks import weights_check as w
+from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.formats.gguf_model import open_gguf
+from tinyconvert.runtime.hparams import from_gguf_fields
+lap("import the check")
+model = open_gguf(Path({str(gguf)!r})); fields = model.values()
+ref = w._open_reference({str(src)!r}, (), ())
+lap("open both")
+w.key_mismatches(ref, fields, from_gguf_fields(fields, model.magic))
+w.tensor_mismatches(ref, model, [t.name for t in model.tensors])
+lap("keys, tensors (sampled rows)")
+tok, (enc, _) = tokenizer_for(ref), w._encoder(fields)
+w.tokenizer_mismatches(ref, fields, tok, enc)
+lap("tokenizers, vocab")
+from tinyconvert.checks.chat import check_against_hf
+check_against_hf(ref.path, fields, hf=tok, encoder=enc)
+lap("chat")
+_show("--check weights (auto)", marks)
+print("  torch imported:", "torch" in sys.modules, " transformers imported:",
+      "transformers" in sys.modules)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _show(title: str, marks) -> None:
+    print(title)
     for (_, a), (name, b) in zip(marks, marks[1:]):
         print(f"  {name:30s} {b - a:6.2f} CPU s")
+
+
+def _medians(runs) -> tuple[float, float]:
+    return tuple(statistics.median(x[i] for x in runs) for i in (0, 1))
 
 
 def main() -> None:
@@ -69,20 +114,22 @@ def main() -> None:
           "--threads", args.threads]
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
         out = Path(tmp) / "m.gguf"
-        bare, full = [], []
+        runs = {"bare": [], "auto": [], "model": []}
+        extra = {"bare": ["--no-verify"], "auto": [], "model": ["--check", "model"]}
         for _ in range(args.reps):
-            bare.append(run(tc + ["-o", str(out), "--no-verify"]))
-            out.unlink()
-            full.append(run(tc + ["-o", str(out)]))
-            out.unlink()
-        wb, cb = (statistics.median(x[i] for x in bare) for i in (0, 1))
-        wf, cf = (statistics.median(x[i] for x in full) for i in (0, 1))
+            for kind, runs_of in runs.items():
+                runs_of.append(run(tc + ["-o", str(out), *extra[kind]]))
+                out.unlink()
+        wb, cb = _medians(runs["bare"])
         print(f"SmolLM2-135M hf2gguf f16, {args.threads} threads, median of {args.reps}")
-        print(f"conversion        {wb:6.2f}s wall {cb:6.2f}s CPU")
-        print(f"check (difference) {wf - wb:6.2f}s wall {cf - cb:6.2f}s CPU   ratio "
-              f"{(wf - wb) / wb:5.2f} wall, {(cf - cb) / cb:5.2f} CPU (goal < 0.5)")
+        print(f"conversion              {wb:6.2f}s wall {cb:6.2f}s CPU")
+        for kind, label in (("auto", "default check (weights)"), ("model", "--check model")):
+            wf, cf = _medians(runs[kind])
+            print(f"{label:23s} {wf - wb:6.2f}s wall {cf - cb:6.2f}s CPU   ratio "
+                  f"{(wf - wb) / wb:5.2f} wall, {(cf - cb) / cb:5.2f} CPU (goal < 0.5)")
         subprocess.run(tc + ["-o", str(out), "--no-verify"], check=True)
-        phases(src, out, int(args.threads))
+        weights_phases(src, out)
+        model_phases(src, out, int(args.threads))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,14 @@ def converted_like_llamacpp(folder: Path, tmp: Path, outtype: str, *,
     assert different == [], f"{len(different)} tensors differ, first {different[:3]}"
     if "tokenizer.ggml.add_bos_token" not in fb:
         fa.pop("tokenizer.ggml.add_bos_token", None)
+    from tinyconvert.checks.weights_check import check_weights, float_only
+    from tinyconvert.formats.gguf_model import open_gguf
+    with open_gguf(tmp / "ours.gguf") as f:
+        floats = float_only(f)
+    if floats:      # the check a float conversion ends with passes it (llama.cpp's file
+        # can fail it rightly: its converter leaves out gemma3's sliding_window_pattern)
+        report = check_weights(str(folder), tmp / "ours.gguf")
+        assert report.passed, report.problems()
     return fa, fb
 
 

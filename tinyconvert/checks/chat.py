@@ -73,12 +73,13 @@ def _try_render(template, messages, gen, tokens) -> tuple[str | None, str | None
 class GgufChat:
     """The GGUF side: its template, vocabulary and EOG set, as llama.cpp uses them."""
 
-    def __init__(self, fields: dict):
+    def __init__(self, fields: dict, encoder=None):
+        """encoder: gguf_vocab.text_encoder(fields), when the caller has built it already."""
         from tinyconvert.checks.gguf_vocab import framing, text_encoder
         from tinyconvert.checks.special_tokens import special_tokens
         self.fields, self.template = fields, fields.get("tokenizer.chat_template")
         self.texts = fields["tokenizer.ggml.tokens"]
-        self.encoder, self.frame = text_encoder(fields), framing(fields)
+        self.encoder, self.frame = encoder or text_encoder(fields), framing(fields)
         specials = special_tokens(fields)
         self.eog, self.special = specials.eog, specials.special
         self.tokens = {f"{name}_token": self._text(f"tokenizer.ggml.{key}_token_id")
@@ -139,10 +140,10 @@ def _bos_doubled(chat: GgufChat) -> list[ChatFinding]:
     return []
 
 
-def _open(fields: dict) -> GgufChat | ChatFinding:
+def _open(fields: dict, encoder=None) -> GgufChat | ChatFinding:
     from tinyconvert.formats.errors import InputError
     try:
-        return GgufChat(fields)
+        return GgufChat(fields, encoder)
     except InputError as e:             # a vocabulary not rebuilt here (gemma4, rwkv, ...)
         return ChatFinding("template", f"not checked: {e}", fails=False)
 
@@ -196,11 +197,12 @@ def _show(ids: list[int], at: int, texts) -> str:
     return repr(texts[ids[at]]) if at < len(ids) and 0 <= ids[at] < len(texts) else "end"
 
 
-def check_against_hf(folder: Path, fields: dict) -> list[ChatFinding]:
-    """All checks, with the HF checkpoint's tokenizer, template and generation config."""
+def check_against_hf(folder: Path, fields: dict, hf=None, encoder=None) -> list[ChatFinding]:
+    """All checks, with the HF checkpoint's tokenizer (hf: already loaded from folder),
+    template and generation config. encoder: the file's, when already built."""
     from tinyconvert.checks.tokenizer import hf_tokenizer
-    hf = hf_tokenizer(Path(folder))
-    chat = _open(fields)
+    hf = hf or hf_tokenizer(Path(folder))
+    chat = _open(fields, encoder)
     if isinstance(chat, ChatFinding):
         return [chat]
     findings: list[ChatFinding] = []

@@ -70,15 +70,16 @@ def hf_tokenizer(folder: Path) -> Tokenizer:
     raise InputError(f"{folder}: no tokenizer.json or tokenizer.model to tokenize with")
 
 
-def gguf_tokenizer(fields: dict) -> Tokenizer:
+def gguf_tokenizer(fields: dict, encoder=None) -> Tokenizer:
     """A tokenizer rebuilt from the file's own vocabulary, tokenizing as llama.cpp does
-    (checks/gguf_vocab.py): SentencePiece for `llama`, byte-level BPE for `gpt2`."""
+    (checks/gguf_vocab.py): SentencePiece for `llama`, byte-level BPE for `gpt2`.
+    encoder: text_encoder(fields), when the caller has built it already."""
     from tinyconvert.checks.gguf_vocab import framing, text_encoder
     frame = framing(fields)
     bos = fields.get("tokenizer.ggml.bos_token_id")
     eos_ids = {fields[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
                if k in fields}
-    return Tokenizer(text_encoder(fields), frame.bos is not None,
+    return Tokenizer(encoder or text_encoder(fields), frame.bos is not None,
                      frame.bos if frame.bos is not None else bos, eos_ids,
                      fields.get("tokenizer.chat_template"), eos_append=frame.eos)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -18,7 +17,8 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
 from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
 from tinyconvert.pipeline.sources import ModelSource, gguf_source, open_source
-from tinyconvert.checks.tokenizer import gguf_tokenizer, tokenizer_for
+from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.vocab_check import default_text, vocab_mismatches  # noqa: F401 (API)
 
 @dataclass
 class VerifyReport:
@@ -42,7 +42,7 @@ class VerifyReport:
                 and not any(f.fails for f in self.chat))
 
     def as_json(self) -> dict:
-        return {**self.stats, "max_kld": self.max_kld, "passed": self.passed,
+        return {**self.stats, "check": "model", "max_kld": self.max_kld, "passed": self.passed,
                 "engine": self.engine, "reference_engine": self.reference_engine,
                 "limit_why": self.limit_why, "judged": self.judged,
                 "layer_rel_error": self.layers,
@@ -59,10 +59,6 @@ class VerifyReport:
         return (f"verify: {'PASS' if self.passed else 'FAIL'} kld_mean={s['kld_mean']:.3g} "
                 f"(max {self.max_kld:g}) p99={s['kld_p99']:.3g} top1={s['top1']:.2%} "
                 f"ppl {s['ppl_reference']:.3f} -> {s['ppl_candidate']:.3f} on {s['tokens']} tokens")
-
-
-def default_text() -> str:
-    return resources.files("tinyconvert").joinpath("data/eval.txt").read_text(encoding="utf-8")
 
 
 class SparseCounter:
@@ -145,42 +141,6 @@ def _llamacpp_logits(path: Path, ids: list[int]) -> torch.Tensor:
     out = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
     llm.close()
     return out
-
-
-def vocab_mismatches(ref: ModelSource, cand: ModelSource, text: str, ref_ids: list[int]) -> list[str]:
-    """Does the candidate file's own vocabulary tokenize the text like the reference tokenizer?"""
-    try:
-        cand_ids = gguf_tokenizer(cand.fields).encode(text)
-    except InputError:
-        # not a vocabulary we can rebuild a tokenizer from (SentencePiece): compare its arrays
-        return _vocab_arrays_differ(ref, cand)
-    if cand_ids == ref_ids:
-        return []
-    first = next((i for i, (a, b) in enumerate(zip(ref_ids, cand_ids)) if a != b),
-                 min(len(ref_ids), len(cand_ids)))
-    return [f"candidate vocabulary tokenizes the text differently from token {first} on "
-            f"({len(cand_ids)} vs {len(ref_ids)} tokens)"]
-
-
-def _vocab_arrays_differ(ref: ModelSource, cand: ModelSource) -> list[str]:
-    from tinyconvert.formats.vocab import load_vocab
-    if ref.kind == "gguf":
-        want = {k: v for k, v in ref.fields.items() if k.startswith("tokenizer.ggml.")}
-    else:
-        v = load_vocab(ref.path, ref.hparams.n_vocab or None)
-        want = {"tokenizer.ggml.model": v.model, "tokenizer.ggml.pre": v.pre,
-                "tokenizer.ggml.tokens": v.tokens, "tokenizer.ggml.token_type": v.token_types}
-    keys = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
-            "tokenizer.ggml.token_type")
-    return [f"{k} differs from the reference's" for k in keys
-            if k in want and not _same(cand.fields.get(k), want[k])]
-
-
-def _same(a, b) -> bool:
-    import numpy as np
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return a is not None and b is not None and np.array_equal(np.asarray(a), np.asarray(b))
-    return a == b
 
 
 def verify(reference: str, candidate: Path, *, text: str | None = None, tokens: int = 512,

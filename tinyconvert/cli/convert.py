@@ -12,8 +12,8 @@ from tinyconvert.cli.split import DRY_HELP, SIZE_HELP, TENSORS_HELP, print_plan,
 from tinyconvert.cli.imatrix import (EXCLUDE_WEIGHTS, IMATRIX, IMATRIX_OUT, IMATRIX_TEXT,
                                      INCLUDE_WEIGHTS, imatrix_options)
 from tinyconvert.io.threads import THREADS_HELP
+from tinyconvert.checks.post_check import CHECK_HELP, DEFAULT_CHECK, POST_VERIFY_TOKENS  # noqa: F401
 
-POST_VERIFY_TOKENS = 128
 JSON_HELP = "last line of stdout is a JSON object: the result, its notes and the check"
 PLOT_HELP = "with several types: draw KL divergence against file size to this PNG"
 
@@ -51,6 +51,7 @@ def hf2gguf_cmd(
                                            "one per --lora (default 1)"),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
+    check: str = typer.Option(DEFAULT_CHECK, "--check", help=CHECK_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help=PLOT_HELP),
@@ -61,6 +62,8 @@ def hf2gguf_cmd(
     """
     from tinyconvert.formats.errors import InputError
     from tinyconvert.pipeline.hf2gguf import hf2gguf
+    from tinyconvert.checks.post_check import check_before
+    check = check_before(check, (outtype or ["auto"])[0], n_types=len(outtype))
     if powerinfer != (predictor is not None):
         raise InputError("--powerinfer and --predictor DIR go together")
     if sparse_threshold is not None and not powerinfer:
@@ -97,7 +100,7 @@ def hf2gguf_cmd(
              "seconds": res.seconds, "types": res.types, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks],
              "paths": [str(p) for p in res.plan.paths]},
-            threads=threads, lora=lora, lora_scale=lora_scale)
+            threads=threads, check=check, lora=lora, lora_scale=lora_scale)
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -107,12 +110,12 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _finish(reference: str, candidate: Path, no_verify: bool, as_json: bool, result: dict, *,
-            threads: int | None = None, **lora):
+            threads: int | None = None, check: str = DEFAULT_CHECK, **lora):
     """The check (on the command's threads), then (with --json) one JSON line; a failed check
     exits 3 after both. lora: verify's lora/lora_scale, for a file with adapters merged in."""
     import json
     report = None if no_verify else _post_verify(reference, candidate, echo=not as_json,
-                                                 threads=threads, **lora)
+                                                 threads=threads, check=check, **lora)
     if as_json:
         typer.echo(json.dumps({"path": str(candidate), **result,
                                "verify": report.as_json() if report else None}))
@@ -132,19 +135,17 @@ def _print_fallbacks(fallbacks) -> None:
 
 
 def _post_verify(reference: str, candidate: Path, echo: bool = True, threads: int | None = None,
-                 **lora):
-    """The short accuracy check every converting command ends with."""
-    from tinyconvert.checks.verify import verify
-    from tinyconvert.io.threads import use_torch_threads
-    use_torch_threads(threads)
-    report = verify(reference, candidate, tokens=POST_VERIFY_TOKENS, **lora)
+                 check: str = DEFAULT_CHECK, **lora):
+    """The short check every converting command ends with (checks/post_check.py)."""
+    from tinyconvert.checks.post_check import post_check
+    report = post_check(reference, candidate, check=check, threads=threads, **lora)
     if echo:
         typer.echo(report.summary_line())
     for f in report.chat:
         typer.echo(f"chat {f.check}: {'MISMATCH' if f.fails else 'warning'}: {f.message}",
                    err=True)
     if not report.passed:
-        typer.echo(f"error: {candidate} was written but does not pass verify "
+        typer.echo(f"error: {candidate} was written but does not pass its check "
                    f"({'; '.join(report.problems()) or 'KL divergence too high'})", err=True)
     return report
 
@@ -193,6 +194,7 @@ def quantize_cmd(
     include_weights: list[str] = INCLUDE_WEIGHTS,
     exclude_weights: list[str] = EXCLUDE_WEIGHTS,
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the accuracy check"),
+    check: str = typer.Option(DEFAULT_CHECK, "--check", help=CHECK_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or summary"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help=PLOT_HELP),
@@ -201,6 +203,9 @@ def quantize_cmd(
     from tinyconvert.formats.errors import InputError
     from tinyconvert.pipeline.mixes import Options
     from tinyconvert.pipeline.quantize import TmacOptions, quantize
+    from tinyconvert.checks.post_check import check_before
+    check = check_before(check, f"-b {bits}" if bits is not None else (qtype or [None])[0],
+                         n_types=len(qtype))
     given = {k: v for k, v in dict(layout=tmac_layout, bm=tmac_bm, kfactor=tmac_kfactor,
                                    method=tmac_quantizer).items() if v is not None}
     if not tmac and (sym or given):
@@ -233,7 +238,7 @@ def quantize_cmd(
              "bytes": res.bytes_out, "bpw": res.bpw, "seconds": res.seconds,
              "requantized": res.requantized, "notes": res.notes,
              "fallbacks": [list(f) for f in res.fallbacks],
-             "paths": [str(p) for p in res.plan.paths]}, threads=threads)
+             "paths": [str(p) for p in res.plan.paths]}, threads=threads, check=check)
 
 
 def _tensor_types(items: list[str]) -> tuple[tuple[str, str], ...]:

@@ -33,4 +33,7 @@ def gguf2hf_cmd(
     _finish(str(res.path), gguf_file, no_verify, as_json,
             {"hf_class": res.hf_class, "dtype": res.dtype, "tensors": res.n_tensors,
              "bytes": res.n_bytes, "shards": res.shards, "files": res.files,
-             "seconds": res.seconds})
+             "seconds": res.seconds},
+            # the exported folder is the reference, and its dtype may round the file's f32
+            # tensors (auto: f16 norms), so only running both models can judge it
+            check="model")

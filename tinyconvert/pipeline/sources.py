@@ -14,7 +14,8 @@ from tinyconvert.archs.config import RELU_ACTS, ModelConfig, gguf_fields, read_c
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.gguf_checks import check_runnable
 from tinyconvert.pipeline.plan import extra_tensors, plan_tensors
-from tinyconvert.runtime.activations import HF_ACTS
+from tinyconvert.pipeline.planned import PlannedTensor
+from tinyconvert.runtime.act_names import HF_ACTS
 from tinyconvert.runtime.hparams import Hparams, from_gguf_fields
 
 
@@ -55,15 +56,21 @@ def hparams_from_config(c: ModelConfig, *, as_llamacpp: bool = False) -> Hparams
     return hp
 
 
-def hf_source(folder: Path, loras=()) -> ModelSource:
-    """loras: tinyconvert.lora.merge.Lora adapters merged into the weights as they are read."""
-    import torch
+def hf_plan(folder: Path, loras=()) -> tuple[ModelConfig, dict[str, PlannedTensor]]:
+    """The checkpoint's config and its tensors as GGUF names, read at f32 through the
+    converter's plan (no torch: the weights check reads these too)."""
     cfg = read_config(folder, extra_acts=RELU_ACTS)
     records = open_checkpoint(folder, cfg.raw.get("quantization_config"))
     if loras:
         from tinyconvert.lora.merge import merged_records
         records = merged_records(records, loras)
-    planned = {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, records, "f32")}
+    return cfg, {p.name: p for p in extra_tensors(cfg) + plan_tensors(cfg, records, "f32")}
+
+
+def hf_source(folder: Path, loras=()) -> ModelSource:
+    """loras: tinyconvert.lora.merge.Lora adapters merged into the weights as they are read."""
+    import torch
+    cfg, planned = hf_plan(folder, loras)
 
     def get(name: str):
         p = planned.get(name)
