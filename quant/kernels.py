@@ -10,8 +10,9 @@ import os
 
 @functools.cache
 def compiled(module: str = "numba_kernels"):
-    """module: numba_kernels (K-quants, IQ4_NL), legacy_numba (Q8_0, Q4_0, Q5_0) or tmac_numba
-    (T-MAC search and LUT product)."""
+    """module: fused_legacy_numba / fused_kquants_numba (whole rows of Q8_0, Q4_0, Q5_0, Q4_K,
+    Q5_K, Q6_K), numba_kernels (K-quant searches, IQ4_NL) or tmac_numba (T-MAC search and
+    LUT product)."""
     if os.environ.get("TINYCONVERT_NO_NUMBA") == "1":
         return None
     try:
@@ -20,13 +21,23 @@ def compiled(module: str = "numba_kernels"):
         return None
 
 
-def compiled_blocks(kernel, rows, block_bytes: int, qk: int = 32):
-    """A 32-weight block kernel (legacy_numba) over rows [n, k]: it writes every byte of each
-    block but the leading fp16 scale and returns the scales in float32, rounded here by numpy
-    (numba has no float16)."""
+def run_rows(kernel, rows, src_dtype: str, qk: int, type_size: int):
+    """A whole-row kernel (quant/fused.py) over rows [n, k] in their stored format ("F32":
+    float32 values, "F16" / "BF16": the bits as uint16) -> uint8 [n, k / qk * type_size]."""
     import numpy as np
-    x = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, qk)
-    out = np.empty((x.shape[0], block_bytes), dtype=np.uint8)
-    d = kernel(x, out)
-    out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-    return out.reshape(rows.shape[0], -1)
+    from tinyconvert.quant.numba_rows import KINDS
+    if src_dtype == "F16" and rows.dtype == np.float16:
+        rows = rows.view(np.uint16)
+    src = np.ascontiguousarray(rows, dtype=np.float32 if src_dtype == "F32" else np.uint16)
+    if src.ndim != 2 or src.shape[1] % qk:
+        raise ValueError(f"rows of a multiple of {qk} weights needed, got shape {src.shape}")
+    out = np.empty((src.shape[0], src.shape[1] // qk * type_size), dtype=np.uint8)
+    kernel(src, KINDS[src_dtype], half_table(), out)
+    return out
+
+
+@functools.cache
+def half_table():
+    """float32 value of every fp16 bit pattern (exact, NaN payloads included)."""
+    import numpy as np
+    return np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)

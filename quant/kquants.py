@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kernels import compiled
+from tinyconvert.quant.kernels import compiled, run_rows
 from tinyconvert.quant.registry import QuantType, register
 
 QK_K = 256
@@ -34,8 +34,12 @@ def seq_sum(a: np.ndarray) -> np.ndarray:
 
 
 def first_absmax(x: np.ndarray) -> np.ndarray:
-    """The first value of largest magnitude in each row (C keeps it on a strict >)."""
-    return np.take_along_axis(x, np.abs(x).argmax(-1)[..., None], -1)[..., 0]
+    """The first value of largest magnitude in each row (C keeps it on a strict > from 0, so a
+    NaN is never taken and a row of zeros and NaNs gives 0)."""
+    a = np.abs(x)
+    a = np.where(np.isnan(a), F(0), a)
+    found = np.take_along_axis(x, a.argmax(-1)[..., None], -1)[..., 0]
+    return np.where(a.max(-1) > 0, found, F(0)).astype(x.dtype)
 
 
 def f16_round(v: np.ndarray) -> np.ndarray:
@@ -182,6 +186,8 @@ def quantize_q4_k(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.kquants_imatrix import qk_search
         head, L = qk_search(rows, imatrix, 15)
+    elif (kernels := compiled("fused_kquants_numba")) is not None:
+        return run_rows(kernels.q4_k_rows, rows, "F32", QK_K, 144)
     else:
         head, L = _qk_common(rows, 15, -1.0, 20)
     qs = (L[:, :, 0, :] | (L[:, :, 1, :] << 4)).astype(np.uint8).reshape(len(head), 128)
@@ -192,6 +198,8 @@ def quantize_q5_k(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.kquants_imatrix import qk_search
         head, L = qk_search(rows, imatrix, 31)
+    elif (kernels := compiled("fused_kquants_numba")) is not None:
+        return run_rows(kernels.q5_k_rows, rows, "F32", QK_K, 176)
     else:
         head, L = _qk_common(rows, 31, -0.5, 15)
     qs = ((L[:, :, 0, :] & 15) | ((L[:, :, 1, :] & 15) << 4)).astype(np.uint8)
@@ -207,6 +215,8 @@ def quantize_q6_k(rows, imatrix=None):
     if imatrix is not None:         # quantize_row_q6_K_impl: the raw matrix as the weights
         from tinyconvert.quant.kquants_imatrix import make_qx_quants_w, tile
         L, scales = make_qx_quants_w(x.reshape(-1, 16), tile(imatrix, rows.shape[0], 16), 32)
+    elif (kernels := compiled("fused_kquants_numba")) is not None:
+        return run_rows(kernels.q6_k_rows, rows, "F32", QK_K, 210)
     else:
         L, scales = make_qx_quants_rmse1(x.reshape(-1, 16), 32)
     L, scales = L.reshape(nb, 16, 16), scales.reshape(nb, 16)

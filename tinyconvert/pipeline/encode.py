@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyconvert.quant import QuantType
+from tinyconvert.quant.fused import quantize_rows
 from tinyconvert.quant.floats import bf16_bits_to_f32
 from tinyconvert.quant.tmac_types import TmacType
 
@@ -30,6 +31,9 @@ def encode_rows(rows, src_dtype: str, qtype: QuantType | TmacType):
         # already bf16: keep the bits, but quiet NaNs as ggml's f32 -> bf16 would
         is_nan = (rows & 0x7FFF) > 0x7F80
         out = np.where(is_nan, rows | 64, rows).astype(np.uint16) if is_nan.any() else rows
+    elif src_dtype in ("F16", "BF16") and (fast := quantize_rows(qtype.name, rows, src_dtype)) \
+            is not None:                     # converted block by block inside the kernel
+        return fast
     else:
         return qtype.quantize(to_f32(rows, src_dtype))
     return np.ascontiguousarray(out).view(np.uint8).reshape(rows.shape[0], -1)
