@@ -4,13 +4,15 @@ of Independence, both public domain, 320 and 323 SmolLM2 tokens), with the real 
 checkpoint as the reference: mean KL divergence and perplexity from our runtime (T-MAC tensors
 through the LUT product, int8 tables; llama.cpp types dequantized).
 
-    python tests/benchmarks/tmac_heldout.py [--types w4g128,w4g64,w2g64] [--no-imatrix]
+    python tests/benchmarks/tmac_heldout.py [--types w4g128,w4g128-pure,w4g64,w2g64] [--no-imatrix]
 
-Rows "+imatrix": the T-MAC search weighted by an importance matrix (mean squared input of every
-weight column, what llama-imatrix accumulates) computed with transformers on the built-in
-evaluation text, a third text. Until the imatrix plumbing reaches the pipeline, this script hands
-the vector to TmacType.quantize_rows itself (by patching the stream encoder for its run only).
-q4_0 / q4_k_m are made without an imatrix.
+A type NAME-pure is quantize --pure: every matrix at the asked group (w4g128 without it is the
+recipe, ffn_down at groups of 64; tinyconvert/pipeline/tmac_plan.py). "bpw" is the whole file's
+bits per weight (T-MAC keeps the token embeddings F16), "blk bpw" that of the blocks' matrices.
+
+Rows "+imatrix" (T-MAC and llama.cpp types alike): quantize --imatrix with the matrix
+`tinyconvert imatrix` computes on the built-in evaluation text, a third text, in two chunks of
+256 tokens (the text has 671 tokens, too few for two chunks of 512).
 
 Note on the reference: this SmolLM2 checkpoint is rebuilt from a Q4_1 GGUF, so its weights sit
 on a 32-wide 4-bit grid; q4_0 (32-wide groups) fits that grid, T-MAC's 64/128-wide groups do not.
@@ -22,53 +24,42 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 TEXTS = ("gettysburg", "declaration")
-HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+LLAMACPP = ("q4_0", "q4_k_m")
 
 
-def importance(ref: str, text: str, tokens: int = 512) -> dict[str, np.ndarray]:
-    """GGUF weight name -> mean over tokens of x^2 per input column of that linear layer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(ref, torch_dtype=torch.float32)
-    ids = AutoTokenizer.from_pretrained(ref)(text, return_tensors="pt")["input_ids"][:, :tokens]
-    sums: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def f(_mod, inp, _out):
-            x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
-            sums[name] = sums.get(name, 0) + (x * x).sum(0)
-        return f
-    for path, mod in model.named_modules():
-        parts = path.split(".")
-        tail = ".".join(parts[3:])
-        if path.startswith("model.layers.") and tail in HF_TO_GGUF:
-            mod.register_forward_hook(hook(f"blk.{parts[2]}.{HF_TO_GGUF[tail]}.weight"))
-    with torch.no_grad():
-        model(ids)
-    return {k: (v / ids.shape[1]).float().numpy() for k, v in sums.items()}
+def imatrix_file(ref: str, out: Path) -> Path:
+    """The matrix of `tinyconvert imatrix REF --text <built-in text> --chunk-size 256`."""
+    from tinyconvert.checks.verify import default_text
+    from tinyconvert.imatrix import files
+    from tinyconvert.imatrix.compute import compute_imatrix
+    files.write(compute_imatrix(ref, default_text(), chunk_size=256, dataset="built-in"), out)
+    return out
 
 
-def with_imatrix(imatrix: dict[str, np.ndarray]):
-    """A stream encoder that hands T-MAC tensors their imatrix vector (benchmark only)."""
-    from tinyconvert.pipeline import stream
-    from tinyconvert.pipeline.encode import to_f32
-    from tinyconvert.quant.tmac_types import TmacType
-    plain = stream._encode
+def blocks_bpw(path: Path) -> float:
+    from tinyconvert.formats.gguf_file import read_gguf
+    ts = [t for t in read_gguf(path).tensors if t.name.startswith("blk.") and len(t.shape) == 2]
+    return 8 * sum(t.nbytes for t in ts) / sum(t.shape[0] * t.shape[1] for t in ts)
 
-    def encode(p, r0, r1):
-        if not isinstance(p.qtype, TmacType) or p.name not in imatrix:
-            return plain(p, r0, r1)
-        rows = to_f32(p.read_rows(r0, r1), p.src_dtype)
-        return p.qtype.pack(p.qtype.quantize_rows(rows, imatrix[p.name]))
-    return plain, encode
+
+def runs(types: str, with_imatrix: bool) -> list[tuple[str, dict, bool]]:
+    """(label, quantize keywords, whether with the imatrix)."""
+    from tinyconvert.pipeline.mixes import Options
+    from tinyconvert.pipeline.quantize import TmacOptions
+    out = []
+    for name in (*LLAMACPP, *types.split(",")):
+        if name in LLAMACPP:
+            kw = dict(qtype=name)
+        else:
+            base, _, pure = name.partition("-")
+            kw = dict(bits=int(base[1]), group_size=int(base.split("g")[1]), tmac=TmacOptions(),
+                      options=Options(pure=pure == "pure"))
+        out += [(name, kw, False)] + ([(f"{name}+imatrix", kw, True)] if with_imatrix else [])
+    return out
 
 
 def measure(ref: str, out: Path, texts: dict[str, str]) -> tuple[list[str], list[float]]:
@@ -84,40 +75,31 @@ def measure(ref: str, out: Path, texts: dict[str, str]) -> tuple[list[str], list
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--types", default="w4g128,w4g64,w2g64")
+    ap.add_argument("--types", default="w4g128,w4g128-pure,w4g64")
     ap.add_argument("--no-imatrix", action="store_true")
     args = ap.parse_args()
     from tests.support.smollm2 import build
-    from tinyconvert.checks.verify import default_text
-    from tinyconvert.pipeline import stream
+    from tinyconvert.imatrix.apply import ImatrixOptions
     from tinyconvert.pipeline.hf2gguf import hf2gguf
-    from tinyconvert.pipeline.quantize import TmacOptions, quantize
+    from tinyconvert.pipeline.quantize import quantize
     ref = str(build())
     texts = {n: (REPO / "tests/data/heldout" / f"{n}.txt").read_text() for n in TEXTS}
-    plain, weighted = with_imatrix({} if args.no_imatrix else importance(ref, default_text()))
-    runs = [(q, dict(qtype=q), False) for q in ("q4_0", "q4_k_m")]
-    for name in args.types.split(","):
-        bits, group = int(name[1]), int(name.split("g")[1])
-        kw = dict(bits=bits, group_size=group, tmac=TmacOptions())
-        runs.append((f"{name}", kw, False))
-        if not args.no_imatrix:
-            runs.append((f"{name}+imatrix", kw, True))
     with tempfile.TemporaryDirectory() as tmp:
         f32 = Path(tmp) / "f32.gguf"
         hf2gguf(ref, f32, outtype="f32", quiet=True)
+        im = None if args.no_imatrix else ImatrixOptions(imatrix=imatrix_file(
+            ref, Path(tmp) / "imatrix.gguf"))
         print("SmolLM2-135M against its HF checkpoint: mean KLD and perplexity, 512 tokens max")
-        print(f"{'type':16} {'bpw':>5} " + " ".join(f"{n + ' KLD':>9} {'ppl':>8}" for n in texts))
-        for label, kw, use_imatrix in runs:
+        print(f"{'type':20} {'bpw':>5} {'blk':>5} "
+              + " ".join(f"{n + ' KLD':>9} {'ppl':>8}" for n in texts))
+        for label, kw, use_imatrix in runs(args.types, im is not None):
             out = Path(tmp) / "q.gguf"
-            stream._encode = weighted if use_imatrix else plain
-            try:
-                res = quantize(f32, out, quiet=True, **kw)
-            finally:
-                stream._encode = plain
+            res = quantize(f32, out, quiet=True, imatrix=im if use_imatrix else None, **kw)
             cells, ref_ppl = measure(ref, out, texts)
-            print(f"{label:16} {res.bpw:5.2f} " + " ".join(cells), flush=True)
+            print(f"{label:20} {res.bpw:5.2f} {blocks_bpw(out):5.2f} " + " ".join(cells),
+                  flush=True)
             out.unlink()
-        print(f"{'reference':16} {'':5} " + " ".join(f"{'':9} {p:8.2f}" for p in ref_ppl))
+        print(f"{'reference':20} {'':11} " + " ".join(f"{'':9} {p:8.2f}" for p in ref_ppl))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ def hf2gguf_cmd(
                   imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
                                           include_weights, exclude_weights),
                   lora=lora, lora_scale=lora_scale, threads=threads)
+    _print_recipe(res.plan, res.outtype, res.fallbacks)
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _print_fallbacks(res.fallbacks)
@@ -132,6 +133,14 @@ def _print_fallbacks(fallbacks) -> None:
         shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
         typer.echo(f"note: row length does not fit {wanted}, fell back to {got}: {shown}",
                    err=True)
+
+
+def _print_recipe(plan, asked: str | None, fallbacks) -> None:
+    """A T-MAC recipe's per-tensor choices (tinyconvert.pipeline.tmac_plan), as a note."""
+    from tinyconvert.pipeline.tmac_plan import recipe_choices, recipe_note
+    note = recipe_note(asked, recipe_choices(plan.types, asked, fallbacks)) if plan else None
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _post_verify(reference: str, candidate: Path, echo: bool = True, threads: int | None = None,
@@ -230,6 +239,7 @@ def quantize_cmd(
                    split_max_tensors=split_max_tensors, dry_run=dry_run,
                    imatrix=imatrix_options(imatrix, imatrix_text, imatrix_out,
                                            include_weights, exclude_weights))
+    _print_recipe(res.plan, res.tmac, res.fallbacks)
     if res.dry_run:
         return print_plan(res.plan, as_json)
     _report_quantize(res, quiet or as_json)

@@ -4,6 +4,12 @@ As in T-MAC's converters (shared/specs/tmac.md 6.0): the 2-D weight matrices of 
 T-MAC type; token embeddings and the output head are F16, norms and other 1-D tensors F32. A
 matrix whose rows the group size does not divide takes the 64-group type of the same bits and
 zero-point convention (canonical layout), else F16, and is reported as a fallback.
+
+The 4-bit groups-of-128 target is a recipe, as llama.cpp's K mixes give ffn_down more bits:
+ffn_down at groups of 64, every other matrix at 128 (on held-out text, ffn_down at 128 cost most
+of w4g128's loss against q4_0; README "T-MAC on held-out text"). This is a choice, not a
+fallback; --pure (Options.pure, as llama-quantize's flag) keeps every matrix at the asked group.
+Per-tensor groups are the per-tensor type ids of PR #13206, as the fallback already uses.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from tinyconvert.quant.tmac import METHODS, Tile
 BITS = (2, 4)
 GROUPS = (64, 128)
 KEEP_F16 = ("token_embd.weight", "output.weight")
+RECIPE_G64 = ".ffn_down"      # as llama-quant.cpp's name.find("ffn_down"): _exps, _shexp too
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,18 @@ def spec_from_name(name: str) -> TmacSpec | None:
     return None if t is None else TmacSpec(t.bits, t.group, t.zero_point)
 
 
-def _target_type(p: PlannedTensor, spec: TmacSpec) -> tuple[object, str | None]:
+def recipe_group(name: str, spec: TmacSpec, opts: Options = Options()) -> int:
+    """The group a tensor is asked at: 64 for ffn_down in a 4-bit g128 canonical file (the
+    recipe; the kernel layout holds one group per file), else the spec's."""
+    if (not opts.pure and spec.layout == "canonical" and (spec.bits, spec.group) == (4, 128)
+            and RECIPE_G64 in name):
+        return 64
+    return spec.group
+
+
+def _target_type(p: PlannedTensor, spec: TmacSpec,
+                 opts: Options = Options()) -> tuple[object, str | None]:
+    spec = replace(spec, group=recipe_group(p.name, spec, opts))
     want = spec.qtype
     if want.fits_shape(p.shape) is None:
         return want, None
@@ -104,10 +122,32 @@ def assign_tmac(planned: list[PlannedTensor], spec: TmacSpec,
         elif not allows_quantization(p.name, len(p.shape), opts) or len(p.shape) != 2:
             out.append(p if p.qtype.name == "f32" else replace(p, qtype=get_qtype("f32")))
         else:
-            qtype, wanted = _target_type(p, spec)
+            qtype, wanted = _target_type(p, spec, opts)
             align = lcm(p.align, getattr(qtype, "row_align", 1))
             out.append(replace(p, qtype=qtype, fallback_from=wanted, align=align))
     return out
+
+
+def recipe_choices(types: dict[str, str], asked: str | None,
+                   fallbacks) -> dict[str, list[str]]:
+    """From a plan's tensor -> type names: T-MAC type -> the tensors the asked type's recipe put
+    there (another T-MAC type, not a fallback), for the report."""
+    fell = {name for name, _, _ in fallbacks}
+    out: dict[str, list[str]] = {}
+    if asked is None or asked not in tt.CANONICAL:
+        return out
+    for name, t in types.items():
+        if t in tt.CANONICAL and t != asked and name not in fell:
+            out.setdefault(t, []).append(name)
+    return out
+
+
+def recipe_note(asked: str | None, choices: dict[str, list[str]]) -> str | None:
+    """One line for the report, or None when every matrix is at the asked type."""
+    if not choices:
+        return None
+    parts = [f"{len(names)} tensors at {t} ({names[0]}, ...)" for t, names in choices.items()]
+    return f"{asked} recipe: {'; '.join(parts)}; --pure keeps every matrix at {asked}"
 
 
 VALUE_TYPES = {"str": gf.STRING, "u32": gf.U32, "bool": gf.BOOL}
