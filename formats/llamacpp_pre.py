@@ -178,7 +178,7 @@ NAMES: dict[str, PreTokenizer] = {
     "afmoe": _P("afmoe"),
     "kimi-k2": _P("kimi-k2"),
 }
-# Known to llama.cpp without byte encoding: BPE over raw UTF-8 (checks/bpe_raw.py), not these
+# Known to llama.cpp without byte encoding: BPE over raw UTF-8 (checks/tokenizers/bpe_raw.py), not these
 # byte-level splits. jina-v2-en and bert-bge-large are names llama.cpp's converter writes only on
 # WordPiece (`bert`) vocabularies, where llama.cpp ignores the pre name; a BPE file with them is
 # refused by llama.cpp itself ("unknown pre-tokenizer type").

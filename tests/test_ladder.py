@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.checks import ladder_verify, ladder_weights
+from tinyconvert.checks.ladder import verify as ladder_verify
+from tinyconvert.checks.ladder import weights as ladder_weights
 from tinyconvert.checks import verify as verify_mod
-from tinyconvert.checks.ladder_verify import verify_ladder
+from tinyconvert.checks.ladder.verify import verify_ladder
 from tinyconvert.checks.verify import verify
 from tinyconvert.cli import app
 from tinyconvert.formats import safetensors_file

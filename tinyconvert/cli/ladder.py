@@ -47,7 +47,7 @@ def quantize_ladder_cmd(inp: str, outdir: Path, qtypes: list[str], *, options, t
 
 def finish_ladder(res, *, no_verify: bool, quiet: bool, as_json: bool, plot: Path | None):
     """The one verify pass, the table (or JSON), the plot; exit 3 when any file fails."""
-    from tinyconvert.checks.ladder_report import ladder_rows, plot_ladder, table
+    from tinyconvert.checks.ladder.report import ladder_rows, plot_ladder, table
     from tinyconvert.cli.convert import POST_VERIFY_TOKENS, _print_fallbacks, _print_notes
     for f in res.files:
         _print_fallbacks(f.fallbacks)
@@ -58,7 +58,7 @@ def finish_ladder(res, *, no_verify: bool, quiet: bool, as_json: bool, plot: Pat
                    f"{', '.join(f.path.name for f in res.files)}")
     reports = None
     if not no_verify:
-        from tinyconvert.checks.ladder_verify import verify_ladder
+        from tinyconvert.checks.ladder.verify import verify_ladder
         reports = verify_ladder(res.source, [f.path for f in res.files],
                                 tokens=POST_VERIFY_TOKENS)
     rows = ladder_rows(res.files, reports)

@@ -5,7 +5,7 @@
   BOS itself, a trailing EOS text when it adds EOS, then tokenizes with special tokens) give the
   ids transformers' `apply_chat_template(tokenize=True)` gives;
 - end of generation: every id the HF side stops on (generation_config.json's eos list, the
-  tokenizer's eos) ends generation in llama.cpp (its EOG set, checks/special_tokens.py);
+  tokenizer's eos) ends generation in llama.cpp (its EOG set, checks/tokenizers/special_tokens.py);
 - end of turn: a special token a template writes right after an assistant message ends
   generation;
 - BOS: a consumer that tokenizes the rendered prompt as plain text with BOS added (llama-cpp-python's
@@ -75,8 +75,8 @@ class GgufChat:
 
     def __init__(self, fields: dict, encoder=None):
         """encoder: gguf_vocab.text_encoder(fields), when the caller has built it already."""
-        from tinyconvert.checks.gguf_vocab import framing, text_encoder
-        from tinyconvert.checks.special_tokens import special_tokens
+        from tinyconvert.checks.tokenizers.gguf_vocab import framing, text_encoder
+        from tinyconvert.checks.tokenizers.special_tokens import special_tokens
         self.fields, self.template = fields, fields.get("tokenizer.chat_template")
         self.texts = fields["tokenizer.ggml.tokens"]
         self.encoder, self.frame = encoder or text_encoder(fields), framing(fields)
@@ -200,7 +200,7 @@ def _show(ids: list[int], at: int, texts) -> str:
 def check_against_hf(folder: Path, fields: dict, hf=None, encoder=None) -> list[ChatFinding]:
     """All checks, with the HF checkpoint's tokenizer (hf: already loaded from folder),
     template and generation config. encoder: the file's, when already built."""
-    from tinyconvert.checks.tokenizer import hf_tokenizer
+    from tinyconvert.checks.tokenizers.tokenizer import hf_tokenizer
     hf = hf or hf_tokenizer(Path(folder))
     chat = _open(fields, encoder)
     if isinstance(chat, ChatFinding):

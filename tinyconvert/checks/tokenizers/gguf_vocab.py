@@ -6,16 +6,16 @@
 2. each stretch of text between them goes through the vocabulary's own tokenizer: SentencePiece
    (`llama`, with its space prefix and byte fallback), byte-level BPE (`gpt2`, with the split
    regexes of its pre-tokenizer name), BPE over raw UTF-8 (`gemma4`, `whitespace`, and `gpt2`
-   under the pre names that turn byte encoding off: checks/bpe_raw.py), WordPiece (`bert`, checks/wordpiece.py) or Unigram (`t5`,
-   checks/unigram.py);
+   under the pre names that turn byte encoding off: checks/tokenizers/bpe_raw.py), WordPiece (`bert`, checks/tokenizers/wordpiece.py) or Unigram (`t5`,
+   checks/tokenizers/unigram.py);
 3. BOS / EOS as the file's add_bos_token / add_eos_token keys say, llama.cpp's defaults otherwise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinyconvert.checks.bpe_raw import RawBpe, raw_kind
-from tinyconvert.checks.special_tokens import special_tokens
+from tinyconvert.checks.tokenizers.bpe_raw import RawBpe, raw_kind
+from tinyconvert.checks.tokenizers.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.llamacpp_pre import REGEXES, pre_tokenizer
 
@@ -215,10 +215,10 @@ def text_encoder(fields: dict) -> LlamaVocab:
     if model == "gpt2":
         return LlamaVocab(_Bpe(fields, fields.get("tokenizer.ggml.pre")), fields)
     if model == "bert":
-        from tinyconvert.checks.wordpiece import WordPiece
+        from tinyconvert.checks.tokenizers.wordpiece import WordPiece
         return LlamaVocab(WordPiece(fields), fields)
     if model == "t5":
-        from tinyconvert.checks.unigram import Unigram
+        from tinyconvert.checks.tokenizers.unigram import Unigram
         return LlamaVocab(Unigram(fields), fields)
     raise InputError(f"cannot rebuild a tokenizer from this GGUF vocabulary (tokenizer.ggml.model "
                      f"{model!r}); use the Hugging Face checkpoint as the reference")

@@ -1,5 +1,5 @@
 """Text to ids and back for verify and run: from an HF folder's own tokenizer files, or rebuilt
-from a GGUF file's vocabulary as llama.cpp tokenizes it (checks/gguf_vocab.py)."""
+from a GGUF file's vocabulary as llama.cpp tokenizes it (checks/tokenizers/gguf_vocab.py)."""
 from __future__ import annotations
 
 import json
@@ -72,9 +72,9 @@ def hf_tokenizer(folder: Path) -> Tokenizer:
 
 def gguf_tokenizer(fields: dict, encoder=None) -> Tokenizer:
     """A tokenizer rebuilt from the file's own vocabulary, tokenizing as llama.cpp does
-    (checks/gguf_vocab.py): SentencePiece for `llama`, byte-level BPE for `gpt2`.
+    (checks/tokenizers/gguf_vocab.py): SentencePiece for `llama`, byte-level BPE for `gpt2`.
     encoder: text_encoder(fields), when the caller has built it already."""
-    from tinyconvert.checks.gguf_vocab import framing, text_encoder
+    from tinyconvert.checks.tokenizers.gguf_vocab import framing, text_encoder
     frame = framing(fields)
     bos = fields.get("tokenizer.ggml.bos_token_id")
     eos_ids = {fields[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from tinyconvert.checks.tokenizer import gguf_tokenizer
+from tinyconvert.checks.tokenizers.tokenizer import gguf_tokenizer
 from tinyconvert.formats.errors import InputError
 
 

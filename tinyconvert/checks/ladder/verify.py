@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinyconvert.checks.experts import ExpertCounter
-from tinyconvert.checks.ladder_weights import lean_sources
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.ladder.weights import lean_sources
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 from tinyconvert.checks.verify import (VerifyReport, _check_compatible, build_report,
                                        default_text, lockstep_many)
 from tinyconvert.formats.errors import InputError
