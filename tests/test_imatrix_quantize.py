@@ -21,7 +21,7 @@ from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.imatrix import files
 from tinyconvert.imatrix.apply import ImatrixOptions
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES, Options, allows_quantization
+from tinyconvert.pipeline.recipes.mixes import RECIPES, Options, allows_quantization
 from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.quant.registry import REGISTRY, QuantType
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord, rows_and_len
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 
 CHUNK_ROWS = 4096
 

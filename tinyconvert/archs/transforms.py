@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
-from tinyconvert.pipeline.held import HeldWhole
+from tinyconvert.pipeline.write.held import HeldWhole
 
 
 def transposed(rec: TensorRecord) -> TensorRecord:

@@ -70,7 +70,7 @@ def float_only(model) -> bool:
 
 def _hf_reference(folder: Path, loras) -> SimpleNamespace:
     from tinyconvert.archs.config import gguf_fields
-    from tinyconvert.pipeline.encode import to_f32
+    from tinyconvert.pipeline.write.encode import to_f32
     from tinyconvert.pipeline.sources import hf_plan, hparams_from_config
     cfg, planned = hf_plan(folder, loras)
 

@@ -15,7 +15,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
 from tinyconvert.lora.names import checkpoint_name
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "added_tokens.json")
 

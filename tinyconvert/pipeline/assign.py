@@ -1,16 +1,16 @@
 """From a plan of tensors in their source types to the plan to write: the recipe's type for each
-tensor (tinyconvert.pipeline.mixes), or tinyconvert's grouped INT8 layout."""
+tensor (tinyconvert.pipeline.recipes.mixes), or tinyconvert's grouped INT8 layout."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.formats.errors import InputError
-from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
+from tinyconvert.pipeline.recipes.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant import int8_grouped as i8g
-from tinyconvert.pipeline.tmac_plan import TmacSpec, assign_tmac
+from tinyconvert.pipeline.recipes.tmac_plan import TmacSpec, assign_tmac
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
 from tinyconvert.archs.config_checks import check_against_records, check_planned
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import QuantType, get_qtype

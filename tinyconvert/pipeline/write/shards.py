@@ -12,7 +12,7 @@ from tinyconvert.io.atomic_set import atomic_outputs
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.pipeline.outplan import OutputPlan
 from tinyconvert.pipeline.plan import PlannedTensor
-from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.write.stream import stream_tensors
 
 
 def writer_entries(writer) -> list[bytes]:

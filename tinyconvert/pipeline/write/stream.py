@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tinyconvert.pipeline.encode import encode_rows
-from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
+from tinyconvert.pipeline.write.encode import encode_rows
+from tinyconvert.pipeline.write.inflight import bounded_map, in_flight_limit
 from tinyconvert.pipeline.planned import PlannedTensor
 
 CHUNK_BYTES = 4 << 20

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from tinyconvert.formats.errors import InputError
-from tinyconvert.pipeline import mixes_iq as iq
+from tinyconvert.pipeline.recipes import mixes_iq as iq
 from tinyconvert.quant import get_qtype
 
 # name -> (llama.cpp LlamaFileType number, default tensor type)

@@ -1,7 +1,7 @@
 """Quant ladders: one model to several types in one pass (`quantize IN -o DIR -t q8_0 -t q4_k_m
 ...`, and the same on hf2gguf). Each output is planned exactly as a separate run plans it (the
 same code: hf2gguf's plan, or quantize's GGUF plan), so its bytes are that run's; then
-ladder_write reads each source tensor once and writes all outputs together, all or none.
+ladder/write.py reads each source tensor once and writes all outputs together, all or none.
 Files are named as llama.cpp users expect: `<model-name>-Q4_K_M.gguf`."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.pipeline.assign import Target, assign
-from tinyconvert.pipeline.ladder_write import LadderOutput, write_outputs
-from tinyconvert.pipeline.mixes import RECIPES, Options
+from tinyconvert.pipeline.ladder.write import LadderOutput, write_outputs
+from tinyconvert.pipeline.recipes.mixes import RECIPES, Options
 from tinyconvert.quant.tmac_types import TmacType
 
 

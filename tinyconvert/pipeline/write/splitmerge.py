@@ -19,7 +19,7 @@ from tinyconvert.formats.gguf_model import GgufModel, open_gguf
 from tinyconvert.formats.gguf_write import OutTensor
 from tinyconvert.io.atomic import check_output
 from tinyconvert.pipeline.outplan import OutFile, OutputPlan, split_plan
-from tinyconvert.pipeline.shards import write_copied
+from tinyconvert.pipeline.write.shards import write_copied
 
 
 @dataclass

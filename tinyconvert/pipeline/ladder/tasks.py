@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyconvert.pipeline.encode import encode_rows, to_f32
+from tinyconvert.pipeline.write.encode import encode_rows, to_f32
 from tinyconvert.pipeline.planned import PlannedTensor
-from tinyconvert.pipeline.stream import chunks
+from tinyconvert.pipeline.write.stream import chunks
 
 # a copy of the source's own bits: encode_rows takes these rows as they are, never as float32
 _KEEPS_BITS = {("RAW", None), ("I8", None), ("F16", "f16"), ("BF16", "bf16")}

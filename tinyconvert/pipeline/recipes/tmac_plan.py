@@ -18,7 +18,7 @@ from math import lcm
 
 from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
-from tinyconvert.pipeline.mixes import Options, allows_quantization, llama_order
+from tinyconvert.pipeline.recipes.mixes import Options, allows_quantization, llama_order
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant import tmac_types as tt

@@ -1,6 +1,6 @@
 """Several GGUF outputs of one model written in one pass (a quant ladder): each source chunk is
 read and converted to float32 once, encoded once per distinct type among the outputs (in
-parallel over the thread pool, ladder_tasks.py), and written straight away into every output
+parallel over the thread pool, ladder/tasks.py), and written straight away into every output
 that takes those bytes, so memory holds a few chunks, never a tensor per output.
 
 Every output's tensor offsets are known from its plan before any data is read (plan, then
@@ -19,8 +19,8 @@ import numpy as np
 
 from tinyconvert.io.atomic_set import atomic_outputs
 from tinyconvert.io.progress import TensorProgress
-from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
-from tinyconvert.pipeline.ladder_tasks import tasks
+from tinyconvert.pipeline.write.inflight import bounded_map, in_flight_limit
+from tinyconvert.pipeline.ladder.tasks import tasks
 from tinyconvert.pipeline.plan import PlannedTensor
 
 # (name, r0, r1, need_raw, need_rows) -> (stored bytes or None, rows in src_dtype or None)
@@ -57,7 +57,7 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
 
 
 def _stream(outputs, fds, where, read: SharedRead, threads: int, bar) -> None:
-    """Runs the ladder's tasks (ladder_tasks: one per chunk and distinct encoding) over the pool
+    """Runs the ladder's tasks (ladder/tasks.py: one per chunk and distinct encoding) over the pool
     with a bounded number in flight, across tensor boundaries, and writes each result to every
     output that takes those bytes, at its place."""
     written: dict[tuple[int, str], int] = {}
