@@ -16,7 +16,7 @@ from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.recipes.mixes import Options
 from tinyconvert.pipeline.quantize import TmacOptions, quantize
-from tinyconvert.quant import tmac
+from tinyconvert.quant.tmac import core as tmac
 from tinyconvert.runtime.lut import LutLinear
 from tinyconvert.runtime.weights import GgufWeights
 

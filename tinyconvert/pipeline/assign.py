@@ -33,7 +33,7 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
     if target.tmac or target.int8_group:    # carried-over bytes (gpt-oss MXFP4) decoded first
         planned = [decoded(p) if p.src_dtype == "RAW" else p for p in planned]
     from tinyconvert.imatrix.apply import attach
-    if target.tmac:        # the matrix weights the search's error (tinyconvert.quant.tmac)
+    if target.tmac:        # the matrix weights the search's error (tinyconvert.quant.tmac.core)
         return attach(assign_tmac(planned, target.tmac, target.options), target.imatrix,
                       target.mix, lambda p: hasattr(p.qtype, "quantize_rows"))
     if target.int8_group:

@@ -31,7 +31,7 @@ from tinyconvert.pipeline.recipes.mixes import RECIPES, ModelShape, Options, rec
 from tinyconvert.pipeline.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.io.threads import resolve_threads
-from tinyconvert.quant.tmac_types import CANONICAL
+from tinyconvert.quant.tmac.tmac_types import CANONICAL
 from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.pipeline.recipes.tmac_plan import TmacSpec, file_keys, spec_from_name
 

@@ -18,7 +18,7 @@ from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import QuantType, get_qtype
-from tinyconvert.quant.tmac_types import CANONICAL
+from tinyconvert.quant.tmac.tmac_types import CANONICAL
 
 FLOAT_SOURCES = ("F32", "F16", "BF16")
 

@@ -22,7 +22,7 @@ from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g
-from tinyconvert.quant import tmac_types as tmac_keys
+from tinyconvert.quant.tmac import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
 from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.io.threads import resolve_threads

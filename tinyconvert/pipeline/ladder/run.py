@@ -18,7 +18,7 @@ from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.pipeline.assign import Target, assign
 from tinyconvert.pipeline.ladder.write import LadderOutput, write_outputs
 from tinyconvert.pipeline.recipes.mixes import RECIPES, Options
-from tinyconvert.quant.tmac_types import TmacType
+from tinyconvert.quant.tmac.tmac_types import TmacType
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.recipes.mixes import Options, allows_quantization, llama_order
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
-from tinyconvert.quant import tmac_types as tt
-from tinyconvert.quant.tmac import METHODS, Tile
+from tinyconvert.quant.tmac import tmac_types as tt
+from tinyconvert.quant.tmac.core import METHODS, Tile
 
 BITS = (2, 4)
 GROUPS = (64, 128)
@@ -38,7 +38,7 @@ class TmacSpec:
     layout: str = "canonical"
     bm: int | None = None
     kfactor: int | None = None
-    method: str = "search"          # quantizer for zero-point types (tinyconvert.quant.tmac)
+    method: str = "search"          # quantizer for zero-point types (tinyconvert.quant.tmac.core)
 
     @property
     def qtype(self) -> tt.TmacType:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from tinyconvert.quant import QuantType
-from tinyconvert.quant.fused import quantize_rows
+from tinyconvert.quant.kernels.fused import quantize_rows
 from tinyconvert.quant.floats import bf16_bits_to_f32
-from tinyconvert.quant.tmac_types import TmacType
+from tinyconvert.quant.tmac.tmac_types import TmacType
 
 
 def to_f32(rows: np.ndarray, src_dtype: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.numba_kernels import EPS, _absmax_first, _best_index, _nearest
+from tinyconvert.quant.kernels.numba_kernels import EPS, _absmax_first, _best_index, _nearest
 
 F = np.float32
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.iq_numba import FLT_MAX, block_weights, scale_code, sumsq
+from tinyconvert.quant.iq.iq_numba import FLT_MAX, block_weights, scale_code, sumsq
 
 DELTA = np.float32(0.125)
 

@@ -6,7 +6,7 @@ The arithmetic is T-MAC's (PR #13206 qgemm_lut_int8_g4): int8 tables with one sc
 activation group (64 activations when the weight group allows, else 32), lookups summed in
 integers per activation group, then scaled; the table bias (-sum x) on bit plane 0; zero points
 through the bias sums; planes combined with alpha = [1/2, 1, 2, 4]. The compiled kernel is
-quant/tmac_numba.py; without numba the reference quant.tmac.lut_gemv runs row by row.
+quant/tmac/tmac_numba.py; without numba the reference quant.tmac.lut_gemv runs row by row.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyconvert.quant import tmac
-from tinyconvert.quant.kernels import compiled
+from tinyconvert.quant.tmac import core as tmac
+from tinyconvert.quant.kernels.loader import compiled
 
 G = tmac.G
 
@@ -97,7 +97,7 @@ def pair_tables(QT: np.ndarray) -> np.ndarray:
 def matmul(w: LutWeights, X: np.ndarray, int8: bool = True) -> np.ndarray:
     """Y [N, M] = X [N, K] W^T through tables."""
     X = np.asarray(X, dtype=np.float32)
-    kernels = compiled("tmac_numba")
+    kernels = compiled("tmac.tmac_numba")
     if kernels is None:
         t = w.to_tmac()
         return np.stack([tmac.lut_gemv(t, row, w.act_group, int8) for row in X])

@@ -1,21 +1,21 @@
 """The whole-row compiled kernels by type: rows in their stored float format (float32, or fp16 /
-bf16 bits) to finished block bytes in one pass (quant/fused_legacy_numba.py,
-quant/fused_kquants_numba.py). Types without one, runs without numba (TINYCONVERT_NO_NUMBA=1)
+bf16 bits) to finished block bytes in one pass (quant/kernels/fused_legacy_numba.py,
+quant/kernels/fused_kquants_numba.py). Types without one, runs without numba (TINYCONVERT_NO_NUMBA=1)
 and importance-matrix quantization take the per-type quantize functions instead."""
 from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kernels import compiled, run_rows
+from tinyconvert.quant.kernels.loader import compiled, run_rows
 
 # type name -> (kernel module, kernel, weights per block, bytes per block)
 FUSED = {
-    "q8_0": ("fused_legacy_numba", "q8_0_rows", 32, 34),
-    "q4_0": ("fused_legacy_numba", "q4_0_rows", 32, 18),
-    "q5_0": ("fused_legacy_numba", "q5_0_rows", 32, 22),
-    "q4_k": ("fused_kquants_numba", "q4_k_rows", 256, 144),
-    "q5_k": ("fused_kquants_numba", "q5_k_rows", 256, 176),
-    "q6_k": ("fused_kquants_numba", "q6_k_rows", 256, 210),
+    "q8_0": ("kernels.fused_legacy_numba", "q8_0_rows", 32, 34),
+    "q4_0": ("kernels.fused_legacy_numba", "q4_0_rows", 32, 18),
+    "q5_0": ("kernels.fused_legacy_numba", "q5_0_rows", 32, 22),
+    "q4_k": ("kernels.fused_kquants_numba", "q4_k_rows", 256, 144),
+    "q5_k": ("kernels.fused_kquants_numba", "q5_k_rows", 256, 176),
+    "q6_k": ("kernels.fused_kquants_numba", "q6_k_rows", 256, 210),
 }
 SOURCES = ("F32", "F16", "BF16")
 

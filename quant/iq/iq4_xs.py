@@ -23,7 +23,7 @@ QK_K = 256
 
 
 def quantize_iq4_xs(rows, imatrix=None):
-    from tinyconvert.quant import imatrix_numba
+    from tinyconvert.quant.kernels import imatrix_numba
     from tinyconvert.quant.legacy_imatrix import iq4_weights
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, QK_K)               # [nb, 256]
     nb = x.shape[0]

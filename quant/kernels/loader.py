@@ -9,10 +9,10 @@ import os
 
 
 @functools.cache
-def compiled(module: str = "numba_kernels"):
-    """module: fused_legacy_numba / fused_kquants_numba (whole rows of Q8_0, Q4_0, Q5_0, Q4_K,
-    Q5_K, Q6_K), numba_kernels (K-quant searches, IQ4_NL) or tmac_numba (T-MAC search and
-    LUT product)."""
+def compiled(module: str = "kernels.numba_kernels"):
+    """module, under tinyconvert.quant: kernels.fused_legacy_numba / kernels.fused_kquants_numba
+    (whole rows of Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K), kernels.numba_kernels (K-quant searches,
+    IQ4_NL) or tmac.tmac_numba / tmac.tmac_search_numba (T-MAC LUT product and search)."""
     if os.environ.get("TINYCONVERT_NO_NUMBA") == "1":
         return None
     try:
@@ -22,10 +22,10 @@ def compiled(module: str = "numba_kernels"):
 
 
 def run_rows(kernel, rows, src_dtype: str, qk: int, type_size: int):
-    """A whole-row kernel (quant/fused.py) over rows [n, k] in their stored format ("F32":
+    """A whole-row kernel (quant/kernels/fused.py) over rows [n, k] in their stored format ("F32":
     float32 values, "F16" / "BF16": the bits as uint16) -> uint8 [n, k / qk * type_size]."""
     import numpy as np
-    from tinyconvert.quant.numba_rows import KINDS
+    from tinyconvert.quant.kernels.numba_rows import KINDS
     if src_dtype == "F16" and rows.dtype == np.float16:
         rows = rows.view(np.uint16)
     src = np.ascontiguousarray(rows, dtype=np.float32 if src_dtype == "F32" else np.uint16)

@@ -26,7 +26,7 @@ def _run(qname: str, kernel_name: str, module: str, rows, imatrix, d_at: int | N
          grid_name: str | None = None):
     import importlib
 
-    from tinyconvert.quant.iq_grids import grid
+    from tinyconvert.quant.iq.iq_grids import grid
     if imatrix is None and qname in NEEDS_IMATRIX:
         raise ValueError(f"{qname} needs an importance matrix (llama.cpp refuses it without one)")
     x = np.ascontiguousarray(rows, dtype=F)
@@ -35,7 +35,7 @@ def _run(qname: str, kernel_name: str, module: str, rows, imatrix, d_at: int | N
     if qw.shape != (k,):
         raise ValueError(f"importance matrix has {qw.size} columns, rows have {k}")
     g = grid(grid_name or qname)
-    kernel = getattr(importlib.import_module(f"tinyconvert.quant.{module}"), kernel_name)
+    kernel = getattr(importlib.import_module(f"tinyconvert.quant.iq.{module}"), kernel_name)
     blocks, d = kernel(x, qw, imatrix is not None, g.pos, g.kmap, g.nb_start, g.nb_count,
                        g.neighbours)
     bits = d.astype(np.float16).view(np.uint16).astype(np.uint16)          # [n_rows, nbl]

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.numba_rows import f32_bits, load_row, put_f16
+from tinyconvert.quant.kernels.numba_rows import f32_bits, load_row, put_f16
 
 MAGIC = np.float32(12582912.0)     # 1.5 * 2^23: adding it rounds a float32 to an int, ties even
 EPS = np.float32(1e-15)

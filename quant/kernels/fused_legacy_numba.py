@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.numba_rows import load_row, put_f16
+from tinyconvert.quant.kernels.numba_rows import load_row, put_f16
 
 
 @njit(nogil=True, cache=True, error_model="numpy", inline="always")

@@ -1,4 +1,4 @@
-"""Compiled LUT matrix product for quant/tmac_lut.py (imported on first use; needs numba).
+"""Compiled LUT matrix product for quant/tmac/tmac_lut.py (imported on first use; needs numba).
 
 For each output row m (rows split across threads) and weight group g:
     for bit plane b:  c_b[n] = sum over activation groups a in g of

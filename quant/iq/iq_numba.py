@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.numba_kernels import _nearest
+from tinyconvert.quant.kernels.numba_kernels import _nearest
 
 F = np.float32
 FLT_MAX = np.float32(3.4028234663852886e38)

@@ -1,4 +1,4 @@
-"""Compiled least-squares search for T-MAC's zero-point codes (quant/tmac_search.py); needs numba.
+"""Compiled least-squares search for T-MAC's zero-point codes (quant/tmac/tmac_search.py); needs numba.
 
 Per group: candidate codes from a range of scales, then alternately refit (s, m) by weighted
 least squares and re-round the codes, keeping the (s, m) of lowest weighted squared error.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyconvert.quant import tmac_search
+from tinyconvert.quant.tmac import tmac_search
 
 G = 4                      # activations per table (16 entries)
 ALPHA = np.array([0.5, 1.0, 2.0, 4.0], dtype=np.float64)
@@ -42,7 +42,7 @@ def quantize(w: np.ndarray, bits: int, group: int, *, sym: bool = False,
              method: str = "minmax", imatrix: np.ndarray | None = None) -> TmacWeights:
     """Per-group min-max (zero point, `_1` types) or GPTQ-style symmetric (`_0`) quantization,
     as T-MAC's converters do. method="search" (zero point only): the scale and offset of each
-    group are refit by least squares for a range of candidate scales (quant/tmac_search.py),
+    group are refit by least squares for a range of candidate scales (quant/tmac/tmac_search.py),
     keeping the lowest squared error, weighted per column by `imatrix` (float32 [K], the mean
     squared activation of each input column) when given. The codes decode exactly as T-MAC's;
     only their choice differs. Min-max and symmetric codes have no error to weight: they take no

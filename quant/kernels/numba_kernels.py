@@ -5,7 +5,7 @@ float64 the way C would not). The vectorised numpy versions in kquants.py / kqua
 ternary_iq4.py stay the reference; tests hold both to llama.cpp's bytes.
 
 Functions release the GIL, so the writer's thread pool runs them in parallel. This module is
-imported only when a K-quant or IQ4_NL is first needed (tinyconvert.quant.kernels.compiled).
+imported only when a K-quant or IQ4_NL is first needed (tinyconvert.quant.kernels.loader.compiled).
 """
 from __future__ import annotations
 

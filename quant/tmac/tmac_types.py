@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyconvert.quant import tmac
+from tinyconvert.quant.tmac import core as tmac
 
 LAYOUT_KEY = "tinyconvert.tmac.layout"          # "canonical" (generation C) or "kernel" (B)
 BITS_KEY = "tinyconvert.tmac.bits"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tinyconvert.quant.iq_numba import (best_neighbour, block_weights, fit, grid_levels, level,
+from tinyconvert.quant.iq.iq_numba import (best_neighbour, block_weights, fit, grid_levels, level,
                                         put_u32, scale_code, signs_of, sumsq, vmax)
 
 KMAX = 8

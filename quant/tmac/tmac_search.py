@@ -1,4 +1,4 @@
-"""The least-squares search behind T-MAC's zero-point codes (method "search" of quant/tmac.py).
+"""The least-squares search behind T-MAC's zero-point codes (method "search" of quant/tmac/core.py).
 
 Per group of gs weights: candidate scales span/c for c in CANDIDATES (as llama.cpp's K-quant
 searches: top-1 ... top+1 in steps of 0.1, plus min-max's own), then ITERS rounds of "round the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kernels import compiled
+from tinyconvert.quant.kernels.loader import compiled
 
 STEPS = 20
 ITERS = 4
@@ -52,7 +52,7 @@ def search(x: np.ndarray, top: int, off: int, imatrix: np.ndarray | None = None)
     M, ng, gs = x.shape
     flat = np.ascontiguousarray(x.reshape(-1, gs), dtype=np.float32)
     wts = group_weights(imatrix, M, ng * gs, gs)
-    kernels = compiled("tmac_search_numba")
+    kernels = compiled("tmac.tmac_search_numba")
     if kernels is not None:
         q, s, zf = kernels.search_groups_weighted(flat, wts, top, off, candidates(top), ITERS)
     else:
