@@ -275,7 +275,7 @@ def test_hf2gguf_cli_split_ends_with_verify_of_the_set(model, tmp_path):
 def test_writer_entries_are_gguf_py_bytes(smollm2_hf):
     """hf2gguf's shard headers encode the keys faster than gguf-py; the bytes must be its own."""
     import gguf
-    from tinyconvert.formats.vocab import add_vocab, load_vocab
+    from tinyconvert.formats.tokenizers.vocab import add_vocab, load_vocab
     from tinyconvert.pipeline.write.shards import writer_entries
     w = gguf.GGUFWriter(None, "llama")
     add_vocab(w, load_vocab(smollm2_hf, 49152))

@@ -13,7 +13,7 @@ from pathlib import Path
 from tinyconvert.checks.tokenizers.gguf_vocab import framing, text_encoder
 from tinyconvert.checks.tokenizers.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.sentencepiece_proto import build_sp_model
+from tinyconvert.formats.tokenizers.sentencepiece_proto import build_sp_model
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
 SPACE = "\u2581"                  # SentencePiece's escaped space

@@ -22,7 +22,7 @@ from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
-from tinyconvert.formats.vocab import add_vocab, load_vocab
+from tinyconvert.formats.tokenizers.vocab import add_vocab, load_vocab
 from tinyconvert.archs.config import RELU_ACTS, add_hparams, read_config
 from tinyconvert.archs.config_checks import check_against_records
 from tinyconvert.io.hub import resolve_model

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tinyconvert.checks.tokenizers.bpe_raw import RawBpe, raw_kind
 from tinyconvert.checks.tokenizers.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.llamacpp_pre import REGEXES, pre_tokenizer
+from tinyconvert.formats.tokenizers.llamacpp_pre import REGEXES, pre_tokenizer
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _C_SPACE = " \t\n\v\f\r"                 # C isspace(), what llama.cpp strips beside a token
@@ -141,7 +141,7 @@ class _Spm:
     def __init__(self, fields: dict):
         import sentencepiece as spm
 
-        from tinyconvert.formats.sentencepiece_proto import build_sp_model
+        from tinyconvert.formats.tokenizers.sentencepiece_proto import build_sp_model
         tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
         scores = fields.get("tokenizer.ggml.scores")
         scores = [0.0] * len(tokens) if scores is None else scores

@@ -29,7 +29,7 @@ def vocab_mismatches(ref, cand, text: str, ref_ids: list[int], encoder=None) -> 
 
 
 def _vocab_arrays_differ(ref, cand) -> list[str]:
-    from tinyconvert.formats.vocab import load_vocab
+    from tinyconvert.formats.tokenizers.vocab import load_vocab
     if ref.kind == "gguf":
         want = {k: v for k, v in ref.fields.items() if k.startswith("tokenizer.ggml.")}
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats import pretokenizer as pt
+from tinyconvert.formats.tokenizers import pretokenizer as pt
 
 # English contractions as llama.cpp matches them: ASCII case only (Oniguruma's (?i:'s) would also
 # take the long s, U+017F)

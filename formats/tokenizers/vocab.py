@@ -1,5 +1,5 @@
 """Tokenizer files to a GGUF vocabulary: SentencePiece `tokenizer.model` ("llama" vocab), a
-Llama-2-style `tokenizer.json` without it ("llama" vocab, formats/vocab_hfspm.py) or byte-level BPE
+Llama-2-style `tokenizer.json` without it ("llama" vocab, formats/tokenizers/vocab_hfspm.py) or byte-level BPE
 `tokenizer.json` ("gpt2" vocab), plus special ids, add_bos/eos and chat template."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import gguf
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_notes import gguf_warnings
-from tinyconvert.formats.pretokenizer import identify
-from tinyconvert.formats.tokenizer_checks import check_tokenizer_config, check_tokenizer_json
-from tinyconvert.formats.sentencepiece_proto import parse_sp_model
-from tinyconvert.formats.vocab_hfspm import is_spm_json, spm_from_json
+from tinyconvert.formats.tokenizers.pretokenizer import identify
+from tinyconvert.formats.tokenizers.tokenizer_checks import check_tokenizer_config, check_tokenizer_json
+from tinyconvert.formats.tokenizers.sentencepiece_proto import parse_sp_model
+from tinyconvert.formats.tokenizers.vocab_hfspm import is_spm_json, spm_from_json
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # SentencePiece piece types share these numbers; we keep USER_DEFINED (llama.cpp's converter
