@@ -1,10 +1,13 @@
-"""The architecture registry: one module per family, each a list of `Arch` records. Adding an
-architecture is one module here (plus, where llama.cpp computes something new, a runtime block
-and a `runtime.hparams.RECIPES` entry)."""
+"""The architecture registry: one module per family (in dense/, ln/, moe/, ssm/ by kind), each
+a list of `Arch` records. Adding an architecture is one module there (plus, where llama.cpp
+computes something new, a runtime block and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
-from tinyconvert.archs import (deepseek, falcon, gemma, gpt2, gpt_oss, gptneox, granite, llama, mamba,
-                               moe, olmo, opt, phi2, phi3, qwen, stablelm, starcoder2)
+from tinyconvert.archs.dense import gemma, granite, llama, olmo, phi3, qwen
+from tinyconvert.archs.ln import falcon, gpt2, gptneox, opt, phi2, stablelm, starcoder2
+from tinyconvert.archs.moe import deepseek, gpt_oss
+from tinyconvert.archs.moe import softmax_router as moe
+from tinyconvert.archs.ssm import mamba
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinyconvert.archs import refuse_no_llamacpp_arch
 from tinyconvert.archs.base import gguf_arch_name
-from tinyconvert.archs.gpt_oss_mxfp4 import file_type as mxfp4_file_type
+from tinyconvert.archs.moe.gpt_oss_mxfp4 import file_type as mxfp4_file_type
 from tinyconvert.archs.yarn_checks import yarn_notes
 from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint

@@ -18,8 +18,8 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.layernorm import GELU, eps, filled, no_rope_scaling, refuse_unless
-from tinyconvert.archs.transforms import reordered
+from tinyconvert.archs.ln.layernorm import GELU, eps, filled, no_rope_scaling, refuse_unless
+from tinyconvert.archs.ln.transforms import reordered
 
 LAYER = ("attn_norm", "attn_qkv", "attn_output", "ffn_up", "ffn_down")
 # The original remote-code releases (RWForCausalLM) name their keys n_head, n_layer and n_head_kv;

@@ -18,8 +18,8 @@ from collections import defaultdict
 import gguf
 
 from tinyconvert.archs.base import LLAMA_LAYER, Arch
-from tinyconvert.archs.layernorm import add_theta, eps, no_rope_scaling, partial_rotary
-from tinyconvert.archs.transforms import stacked
+from tinyconvert.archs.ln.layernorm import add_theta, eps, no_rope_scaling, partial_rotary
+from tinyconvert.archs.ln.transforms import stacked
 from tinyconvert.formats.errors import InputError
 
 HEAD_NORM = re.compile(r"^(?P<pre>.*\.self_attn\.[qk]_layernorm)\.norms\.(?P<h>\d+)\.weight$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.layernorm import GELU, add_theta, eps, no_rope_scaling, refuse_unless
-from tinyconvert.archs.phi3 import rope_dim
+from tinyconvert.archs.ln.layernorm import GELU, add_theta, eps, no_rope_scaling, refuse_unless
+from tinyconvert.archs.dense.phi3 import rope_dim
 
 LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_down")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.layernorm import GELU, eps, filled, refuse_unless
-from tinyconvert.archs.transforms import transposed
+from tinyconvert.archs.ln.layernorm import GELU, eps, filled, refuse_unless
+from tinyconvert.archs.ln.transforms import transposed
 
 LAYER = ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down")
 CONV1D = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.llama import llama_keys
+from tinyconvert.archs.dense.llama import llama_keys
 from tinyconvert.formats.errors import InputError
 
 # config.json multiplier -> GGUF key writer (skipped when absent or zero, as llama.cpp does)

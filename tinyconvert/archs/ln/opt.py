@@ -13,7 +13,7 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.layernorm import filled, refuse_unless
+from tinyconvert.archs.ln.layernorm import filled, refuse_unless
 
 LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_up",
          "ffn_down")

@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.gpt_oss_mxfp4 import mxfp4_records
+from tinyconvert.archs.moe.gpt_oss_mxfp4 import mxfp4_records
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 

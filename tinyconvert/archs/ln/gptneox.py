@@ -13,9 +13,9 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.layernorm import (GELU, add_theta, eps, filled, no_rope_scaling,
+from tinyconvert.archs.ln.layernorm import (GELU, add_theta, eps, filled, no_rope_scaling,
                                          partial_rotary, refuse_unless)
-from tinyconvert.archs.transforms import reordered
+from tinyconvert.archs.ln.transforms import reordered
 
 LAYER = ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.reshape import neg_exp, reshaped, same_values
+from tinyconvert.archs.ssm.reshape import neg_exp, reshaped, same_values
 from tinyconvert.formats.errors import InputError
 
 MAMBA_LAYER = ("attn_norm", "ssm_in", "ssm_conv1d", "ssm_x", "ssm_dt", "ssm_out")

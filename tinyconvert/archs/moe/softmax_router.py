@@ -8,7 +8,7 @@ from __future__ import annotations
 import gguf
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.llama import llama_keys
+from tinyconvert.archs.dense.llama import llama_keys
 from tinyconvert.formats.errors import InputError
 
 ATTN = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm")
