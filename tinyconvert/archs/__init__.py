@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from tinyconvert.archs.dense import gemma, granite, llama, olmo, phi3, qwen
 from tinyconvert.archs.ln import falcon, gpt2, gptneox, opt, phi2, stablelm, starcoder2
-from tinyconvert.archs.moe import deepseek, gpt_oss
-from tinyconvert.archs.moe import softmax_router as moe
+from tinyconvert.archs.moe import deepseek, gpt_oss, softmax_router
 from tinyconvert.archs.ssm import mamba
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
-FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, gpt2,
+FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, softmax_router, deepseek, gpt_oss, gpt2,
                   starcoder2, gptneox, phi2, stablelm, falcon, mamba, opt)
 
 
