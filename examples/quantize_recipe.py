@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from tinyconvert.formats.gguf_file import read_gguf
-from tinyconvert.pipeline.mixes import Options
+from tinyconvert.pipeline.recipes.mixes import Options
 from tinyconvert.pipeline.quantize import quantize
 
 # (regex searched in GGUF tensor names, type); the first pattern that matches wins

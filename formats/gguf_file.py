@@ -24,7 +24,7 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.quant.sizes import block_info, type_name
-from tinyconvert.quant.tmac_types import TypeTable
+from tinyconvert.quant.tmac.tmac_types import TypeTable
 
 MAGICS = (b"GGUF", b"PWRI")
 VERSIONS = (2, 3)

@@ -19,8 +19,8 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
-from tinyconvert.quant import tmac
-from tinyconvert.quant.tmac_types import TmacType, canonical_type
+from tinyconvert.quant.tmac import core as tmac
+from tinyconvert.quant.tmac.tmac_types import TmacType, canonical_type
 
 PARTS = ("qweight", "qzeros", "scales", "g_idx", "bias")
 

@@ -18,7 +18,8 @@ QK_K = 256
 
 
 def _kernels():
-    from tinyconvert.quant import imatrix_numba, numba_kernels
+    from tinyconvert.quant.kernels import imatrix_numba
+    from tinyconvert.quant.kernels import numba_kernels
     return imatrix_numba, numba_kernels
 
 

@@ -68,7 +68,7 @@ def iq4_weights(x, imatrix, n_rows: int, super_block: int):
 
 
 def quantize_iq4_nl_imatrix(rows, imatrix):
-    from tinyconvert.quant import imatrix_numba
+    from tinyconvert.quant.kernels import imatrix_numba
     from tinyconvert.quant.ternary_iq4 import KVALUES
     x = np.ascontiguousarray(rows, dtype=F).reshape(-1, QK)
     w = iq4_weights(x, imatrix, rows.shape[0], QK)

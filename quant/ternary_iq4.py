@@ -14,7 +14,7 @@ import numpy as np
 
 from tinyconvert.quant.kquants import GROUP_MAX_EPS, F, _gguf_dequant, first_absmax
 from tinyconvert.quant.kquants import seq_sum
-from tinyconvert.quant.kernels import compiled
+from tinyconvert.quant.kernels.loader import compiled
 from tinyconvert.quant.registry import QuantType, register
 from tinyconvert.quant.rounding import roundf
 

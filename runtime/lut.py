@@ -1,11 +1,11 @@
 """T-MAC tensors in the forward pass: a linear layer that multiplies through lookup tables
-(tinyconvert.quant.tmac_lut), never through dequantized weights."""
+(tinyconvert.quant.tmac.tmac_lut), never through dequantized weights."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from tinyconvert.quant.tmac_lut import LutWeights, matmul
+from tinyconvert.quant.tmac.tmac_lut import LutWeights, matmul
 
 
 class LutLinear:

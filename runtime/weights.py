@@ -13,7 +13,7 @@ from tinyconvert.quant import qtype_by_id
 from tinyconvert.quant.int8_grouped import GROUP_KEY, SCALE_SUFFIX
 from tinyconvert.quant.int8_grouped import dequantize as int8_dequantize
 from tinyconvert.quant.sizes import block_info
-from tinyconvert.quant.tmac_lut import LutWeights
+from tinyconvert.quant.tmac.tmac_lut import LutWeights
 from tinyconvert.runtime.lut import LutLinear
 
 

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tinyconvert.formats.predictor import Predictor
-from tinyconvert.pipeline.held import HeldWhole
-from tinyconvert.pipeline.inflight import bounded_map, in_flight_limit
+from tinyconvert.pipeline.write.held import HeldWhole
+from tinyconvert.pipeline.write.inflight import bounded_map, in_flight_limit
 from tinyconvert.pipeline.plan import PlannedTensor
-from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.powerinfer.pwri import to_powerinfer
 from tinyconvert.quant import get_qtype
 
@@ -42,7 +42,7 @@ def test_bounded_map_keeps_at_most_limit_results_and_their_order():
 
 def test_the_streamer_never_has_more_chunks_than_the_bound(monkeypatch):
     """Chunks read (and so encoded) but not yet written stay within in_flight_limit."""
-    from tinyconvert.pipeline import stream
+    from tinyconvert.pipeline.write import stream
     monkeypatch.setattr(stream, "CHUNK_BYTES", 64 * 4)          # 64-float rows: many chunks
     data = np.arange(512 * 64, dtype=np.float32).reshape(512, 64)
     lock, state = threading.Lock(), {"read": 0, "written": 0, "peak": 0}

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from tests.support import tiny
 from tests.support.llamacpp_src import vocab_files
 from tests.test_tiny_models import bpe
-from tinyconvert.checks import chat
+from tinyconvert.checks.tokenizers import chat
 from tinyconvert.checks.llamacpp import open_llama
-from tinyconvert.checks.special_tokens import special_tokens
-from tinyconvert.checks.tokenizer import hf_tokenizer
+from tinyconvert.checks.tokenizers.special_tokens import special_tokens
+from tinyconvert.checks.tokenizers.tokenizer import hf_tokenizer
 from tinyconvert.checks.verify import verify
 from tinyconvert.cli import app
 from tinyconvert.edit.metaedit import apply_edits, make_set

@@ -17,7 +17,7 @@ from tests.test_tiny_models import make_tokenizer
 from tinyconvert.cli import app
 from tinyconvert.formats.predictor import save_predictors
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.splitmerge import split
+from tinyconvert.pipeline.write.splitmerge import split
 
 Usage = namedtuple("Usage", "total used free")
 

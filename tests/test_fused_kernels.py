@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.support.ggml_chunk import quantize_chunk
-from tinyconvert.quant import fused, get_qtype
+from tinyconvert.quant import get_qtype
+from tinyconvert.quant.kernels import fused
 from tinyconvert.quant import kquants, legacy, q8_0
 from tinyconvert.quant.floats import bf16_bits_to_f32
 
@@ -78,7 +79,7 @@ def test_numpy_ports_write_the_same_bytes(rows, name, monkeypatch):
 def test_fp16_rounding_equals_numpy():
     """The kernels' own float32 -> fp16 rounding against numpy's on every exponent, the
     rounding boundaries around each, overflow, subnormals, inf and NaN."""
-    from tinyconvert.quant.numba_rows import f16_bits_array
+    from tinyconvert.quant.kernels.numba_rows import f16_bits_array
     rng = np.random.default_rng(3)
     exps = np.arange(256, dtype=np.uint32) << 23
     mant = np.concatenate([rng.integers(0, 1 << 23, 2000, dtype=np.uint32),

@@ -18,7 +18,7 @@ from tests.support.llamacpp_src import run_converter
 from tests.support.families import read_gguf_contents as _read
 from tests.test_quantize import same_file_contents
 from tinyconvert.checks.generate import generate
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 from tinyconvert.checks.verify import verify
 from tinyconvert.cli import app
 from tinyconvert.pipeline.hf2gguf import hf2gguf

@@ -11,10 +11,10 @@ import pytest
 from tests.support import tiny
 from tests.support.llamacpp_src import vocab_files
 from tinyconvert.checks.llamacpp import open_llama
-from tinyconvert.checks.tokenizer import gguf_tokenizer
+from tinyconvert.checks.tokenizers.tokenizer import gguf_tokenizer
 from tinyconvert.edit.metaedit import apply_edits, make_set
 from tinyconvert.formats import gguf_file as gf
-from tinyconvert.formats.llamacpp_pre import NAMES
+from tinyconvert.formats.tokenizers.llamacpp_pre import NAMES
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 HARD = (

@@ -98,7 +98,7 @@ def test_llamacpp_and_runtime_match_transformers(model, tmp_path, monkeypatch):
     stats = kld_stats(ref, theirs)
     print("llama.cpp on our MXFP4 file vs transformers", stats)
     assert stats["kld_mean"] < 5e-3, stats
-    from tinyconvert.archs import gpt_oss_mxfp4
+    from tinyconvert.archs.moe import gpt_oss_mxfp4
     monkeypatch.setattr(gpt_oss_mxfp4, "from_ocp", lambda b, s: np.concatenate(
         [s[..., None], b], axis=-1).reshape(*s.shape[:-1], -1))
     hf2gguf(str(model), tmp_path / "unpacked.gguf", outtype="f32", quiet=True)

@@ -21,7 +21,7 @@ from tests.support.compare import llamacpp_tokenize
 from tests.support.imatrix_ref import llamacpp_chunks, llamacpp_imatrix
 from tests.test_deepseek import MLA
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 from tinyconvert.cli import app
 from tinyconvert.imatrix import files
 from tinyconvert.imatrix.compute import compute_imatrix, make_chunks

@@ -21,7 +21,7 @@ from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.imatrix import files
 from tinyconvert.imatrix.apply import ImatrixOptions
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES, Options, allows_quantization
+from tinyconvert.pipeline.recipes.mixes import RECIPES, Options, allows_quantization
 from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.quant.registry import REGISTRY, QuantType
 
@@ -290,7 +290,7 @@ def test_tmac_search_takes_the_matrix(dense, tmp_path, how):
     search quantizer's own output for its rows and its entry's vector, and differs from the
     file made without the matrix; F16/F32 tensors are as without."""
     from tinyconvert.pipeline.quantize import TmacOptions
-    from tinyconvert.quant import tmac_types as tt
+    from tinyconvert.quant.tmac import tmac_types as tt
     rng = np.random.default_rng(0)                # columns of very different importance
     entries = {n: files.Entry(rng.lognormal(0, 1.5, (1, a.shape[-1])).astype(np.float32),
                               np.ones(1, dtype=np.int64))

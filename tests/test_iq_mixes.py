@@ -14,8 +14,8 @@ from tests.test_tiny_models import make_tokenizer
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, choose_types
-from tinyconvert.pipeline.mixes_iq import IQ_RECIPES
+from tinyconvert.pipeline.recipes.mixes import RECIPES, ModelShape, Options, choose_types
+from tinyconvert.pipeline.recipes.mixes_iq import IQ_RECIPES
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant.sizes import type_name
 from tinyconvert.runtime.weights import dequantize

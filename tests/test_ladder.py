@@ -13,19 +13,20 @@ from typer.testing import CliRunner
 
 from tests.support import tiny
 from tests.test_tiny_models import make_tokenizer
-from tinyconvert.checks import ladder_verify, ladder_weights
+from tinyconvert.checks.ladder import verify as ladder_verify
+from tinyconvert.checks.ladder import weights as ladder_weights
 from tinyconvert.checks import verify as verify_mod
-from tinyconvert.checks.ladder_verify import verify_ladder
+from tinyconvert.checks.ladder.verify import verify_ladder
 from tinyconvert.checks.verify import verify
 from tinyconvert.cli import app
 from tinyconvert.formats import safetensors_file
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.records import rows_and_len
 from tinyconvert.io import atomic_set
-from tinyconvert.pipeline import ladder_tasks
-from tinyconvert.pipeline.inflight import in_flight_limit
+from tinyconvert.pipeline.ladder import tasks as ladder_tasks
+from tinyconvert.pipeline.write.inflight import in_flight_limit
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.ladder import hf2gguf_ladder, quantize_ladder
+from tinyconvert.pipeline.ladder.run import hf2gguf_ladder, quantize_ladder
 from tinyconvert.pipeline.quantize import quantize
 
 GGUF_TYPES = ["q8_0", "q4_k_m", "q3_k_m"]

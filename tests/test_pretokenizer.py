@@ -10,7 +10,7 @@ import pytest
 from tests.support import tiny
 from tests.support.compare import llamacpp_tokenize
 from tests.test_tiny_models import bpe
-from tinyconvert.formats import pretokenizer as pt
+from tinyconvert.formats.tokenizers import pretokenizer as pt
 from tinyconvert.formats.errors import InputError
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 

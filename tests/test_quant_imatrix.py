@@ -10,7 +10,7 @@ import pytest
 from tests.support.ggml_chunk import quantize_chunk, requires_imatrix
 from tests.support.quant_rows import IMATRIX_KINDS, imatrix, spiced_rows
 from tinyconvert.quant import get_qtype
-from tinyconvert.quant.iq_types import NEEDS_IMATRIX
+from tinyconvert.quant.iq.iq_types import NEEDS_IMATRIX
 
 LEGACY = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 KQUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")

@@ -15,7 +15,7 @@ from tests.test_tiny_models import make_tokenizer
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import RECIPES, Options
+from tinyconvert.pipeline.recipes.mixes import RECIPES, Options
 from tinyconvert.pipeline.quantize import quantize
 from tinyconvert.checks.verify import verify
 

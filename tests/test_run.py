@@ -9,7 +9,7 @@ from tests.support.smollm2 import smollm2_gguf
 from tinyconvert.cli import app
 from tinyconvert.checks.generate import generate, render_chat
 from tinyconvert.pipeline.sources import open_source
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 
 PROMPT = "Give three facts about the Moon."
 

@@ -15,7 +15,7 @@ from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.runtime.model import Model, prefill_layers
 from tinyconvert.pipeline.sources import open_source
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 from tinyconvert.checks.verify import verify
 
 

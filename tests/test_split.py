@@ -19,7 +19,7 @@ from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.formats.gguf_model import open_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 from tinyconvert.pipeline.quantize import quantize
-from tinyconvert.pipeline.splitmerge import merge, split
+from tinyconvert.pipeline.write.splitmerge import merge, split
 
 IDS = [1, 17, 42, 99, 5, 230, 64, 3, 77, 12, 150, 8]
 
@@ -219,7 +219,7 @@ def test_split_cli_json_and_merge_refuses_single_file(model, tmp_path):
 
 
 def test_failure_leaves_no_shard(model, tmp_path, monkeypatch):
-    from tinyconvert.pipeline import shards as shards_mod
+    from tinyconvert.pipeline.write import shards as shards_mod
     calls = []
     real = shards_mod.copy_range
 
@@ -275,8 +275,8 @@ def test_hf2gguf_cli_split_ends_with_verify_of_the_set(model, tmp_path):
 def test_writer_entries_are_gguf_py_bytes(smollm2_hf):
     """hf2gguf's shard headers encode the keys faster than gguf-py; the bytes must be its own."""
     import gguf
-    from tinyconvert.formats.vocab import add_vocab, load_vocab
-    from tinyconvert.pipeline.shards import writer_entries
+    from tinyconvert.formats.tokenizers.vocab import add_vocab, load_vocab
+    from tinyconvert.pipeline.write.shards import writer_entries
     w = gguf.GGUFWriter(None, "llama")
     add_vocab(w, load_vocab(smollm2_hf, 49152))
     w.add_array("x.floats", [0.1, 2.5, -3.0, 1e-40])

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support import tiny
 from tests.support.compare import hf_logits, kld_stats, llamacpp_logits, llamacpp_tokenize
-from tinyconvert.formats import pretokenizer as pt
+from tinyconvert.formats.tokenizers import pretokenizer as pt
 from tinyconvert.pipeline.hf2gguf import hf2gguf
 
 TEXT = ("The quick brown fox, 1234 jumps! def f(x): return x*2  # café 東京 🙂\n"

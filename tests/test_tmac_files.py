@@ -20,8 +20,8 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import encode_entry
 from tinyconvert.formats.gguf_file import STRING, read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.quant import tmac
-from tinyconvert.quant import tmac_types as tt
+from tinyconvert.quant.tmac import core as tmac
+from tinyconvert.quant.tmac import tmac_types as tt
 from tinyconvert.pipeline.quantize import TmacOptions, quantize
 from tinyconvert.runtime.lut import LutLinear
 from tinyconvert.runtime.weights import GgufWeights

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyconvert.quant import tmac
+from tinyconvert.quant.tmac import core as tmac
 
 EXAMPLE_TILE = tmac.Tile(bm=16, kfactor=2, simd_in=4, simd_out=4)
 
@@ -90,9 +90,9 @@ def test_quantizer_error_is_small_and_tile_checks():
 def test_search_quantizer_numpy_and_compiled_agree():
     """The least-squares search: the numpy version and the numba kernel choose the same codes (up
     to float summation order) and both beat min-max on squared error."""
-    from tinyconvert.quant import tmac_search
-    from tinyconvert.quant.kernels import compiled
-    assert compiled("tmac_search_numba") is not None     # numba is a dependency: CI runs this
+    from tinyconvert.quant.tmac import tmac_search
+    from tinyconvert.quant.kernels.loader import compiled
+    assert compiled("tmac.tmac_search_numba") is not None     # numba is a dependency: CI runs this
     rng = np.random.default_rng(3)
     w = (rng.standard_t(4, (64, 512)) * 0.02).astype(np.float32)
     for bits, group in ((2, 64), (4, 128)):
@@ -125,7 +125,7 @@ def test_search_takes_an_importance_matrix(bits):
     assert (sq["weighted"] @ imatrix).sum() < 0.9 * (sq["plain"] @ imatrix).sum()
     same = tmac.quantize(w, bits, group, method="search", imatrix=np.ones(K, np.float32))
     assert np.array_equal(same.q, plain.q)           # uniform importance = no importance
-    from tinyconvert.quant.tmac_types import canonical_type
+    from tinyconvert.quant.tmac.tmac_types import canonical_type
     typed = canonical_type(bits, group, True).quantize_rows(w, imatrix)   # the encoder's call
     assert np.array_equal(typed.q, weighted.q) and np.array_equal(typed.zf, weighted.zf)
     with pytest.raises(ValueError, match="256 columns"):

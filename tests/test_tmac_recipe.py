@@ -1,4 +1,4 @@
-"""The T-MAC w4g128 recipe (tinyconvert/pipeline/tmac_plan.py): ffn_down at groups of 64, every
+"""The T-MAC w4g128 recipe (tinyconvert/pipeline/recipes/tmac_plan.py): ffn_down at groups of 64, every
 other matrix at 128, reported as a choice and not as a fallback; --pure keeps every matrix at
 128. Bytes are checked against the T-MAC quantizer run here at each tensor's group, and the
 mixed file runs in the runtime (LUT path at both groups)."""
@@ -14,9 +14,9 @@ from tinyconvert.checks.verify import verify
 from tinyconvert.cli import app
 from tinyconvert.formats.gguf_file import read_gguf
 from tinyconvert.pipeline.hf2gguf import hf2gguf
-from tinyconvert.pipeline.mixes import Options
+from tinyconvert.pipeline.recipes.mixes import Options
 from tinyconvert.pipeline.quantize import TmacOptions, quantize
-from tinyconvert.quant import tmac
+from tinyconvert.quant.tmac import core as tmac
 from tinyconvert.runtime.lut import LutLinear
 from tinyconvert.runtime.weights import GgufWeights
 

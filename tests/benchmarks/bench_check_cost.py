@@ -41,7 +41,7 @@ def model_phases(src: Path, gguf: Path, threads: int) -> None:
     torch.set_num_threads(threads)
     lap("import torch")
     from tinyconvert.checks import verify as v
-    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
     from tinyconvert.pipeline.sources import gguf_source, open_source
     from tinyconvert.runtime import metrics
     lap("import the check")
@@ -52,7 +52,7 @@ def model_phases(src: Path, gguf: Path, threads: int) -> None:
     lap("run both models (128 tokens)")
     metrics.token_stats(lr, lc, ids)
     v.vocab_mismatches(ref, cand, v.default_text(), ids)
-    from tinyconvert.checks.chat import check_against_hf
+    from tinyconvert.checks.tokenizers.chat import check_against_hf
     check_against_hf(ref.path, cand.fields)
     lap("statistics, vocab, chat")
     _show("--check model", marks)
@@ -70,7 +70,7 @@ from tests.benchmarks.bench_check_cost import _show
 marks = [("start", time.process_time())]
 lap = lambda name: marks.append((name, time.process_time()))
 from tinyconvert.checks import weights_check as w
-from tinyconvert.checks.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
 from tinyconvert.formats.gguf_model import open_gguf
 from tinyconvert.runtime.hparams import from_gguf_fields
 lap("import the check")
@@ -83,7 +83,7 @@ lap("keys, tensors (sampled rows)")
 tok, (enc, _) = tokenizer_for(ref), w._encoder(fields)
 w.tokenizer_mismatches(ref, fields, tok, enc)
 lap("tokenizers, vocab")
-from tinyconvert.checks.chat import check_against_hf
+from tinyconvert.checks.tokenizers.chat import check_against_hf
 check_against_hf(ref.path, fields, hf=tok, encoder=enc)
 lap("chat")
 _show("--check weights (auto)", marks)

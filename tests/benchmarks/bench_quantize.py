@@ -75,7 +75,7 @@ def synthetic_f16() -> Path:
 
 def compare(label: str, src: Path, out: Path, types: list[str], threads: int, reps: int,
             env: dict | None = None):
-    from tinyconvert.pipeline.mixes import RECIPES
+    from tinyconvert.pipeline.recipes.mixes import RECIPES
     print(f"{label} -> type, {threads} threads, median of {reps} "
           f"(process time incl. start-up)", flush=True)
     for mix in types:

@@ -27,7 +27,7 @@ def main() -> None:
     from tests.support.smollm2 import build
     from tinyconvert.runtime.model import Model
     from tinyconvert.pipeline.sources import open_source
-    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
     from tinyconvert.checks.verify import default_text
     folder = build()
     src = open_source(folder)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from tests.benchmarks.measure import timed  # noqa: E402
-from tinyconvert.quant import tmac  # noqa: E402
-from tinyconvert.quant.tmac_lut import LutWeights  # noqa: E402
+from tinyconvert.quant.tmac import core as tmac  # noqa: E402
+from tinyconvert.quant.tmac.tmac_lut import LutWeights  # noqa: E402
 from tinyconvert.runtime.lut import LutLinear  # noqa: E402
 
 M = K = 4096

@@ -57,7 +57,7 @@ def row(label: str, lad: list, sep: list[list]) -> str:
 
 
 VERIFY = ("import sys; from pathlib import Path; "
-          "from tinyconvert.checks.ladder_verify import verify_ladder; "
+          "from tinyconvert.checks.ladder.verify import verify_ladder; "
           "from tinyconvert.cli.convert import POST_VERIFY_TOKENS as n; "
           "verify_ladder(sys.argv[1], [Path(p) for p in sys.argv[2:]], tokens=n)")
 

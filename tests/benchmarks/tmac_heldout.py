@@ -7,7 +7,7 @@ through the LUT product, int8 tables; llama.cpp types dequantized).
     python tests/benchmarks/tmac_heldout.py [--types w4g128,w4g128-pure,w4g64,w2g64] [--no-imatrix]
 
 A type NAME-pure is quantize --pure: every matrix at the asked group (w4g128 without it is the
-recipe, ffn_down at groups of 64; tinyconvert/pipeline/tmac_plan.py). "bpw" is the whole file's
+recipe, ffn_down at groups of 64; tinyconvert/pipeline/recipes/tmac_plan.py). "bpw" is the whole file's
 bits per weight (T-MAC keeps the token embeddings F16), "blk bpw" that of the blocks' matrices.
 
 Rows "+imatrix" (T-MAC and llama.cpp types alike): quantize --imatrix with the matrix
@@ -48,7 +48,7 @@ def blocks_bpw(path: Path) -> float:
 
 def runs(types: str, with_imatrix: bool) -> list[tuple[str, dict, bool]]:
     """(label, quantize keywords, whether with the imatrix)."""
-    from tinyconvert.pipeline.mixes import Options
+    from tinyconvert.pipeline.recipes.mixes import Options
     from tinyconvert.pipeline.quantize import TmacOptions
     out = []
     for name in (*LLAMACPP, *types.split(",")):

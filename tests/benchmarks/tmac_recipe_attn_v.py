@@ -19,9 +19,9 @@ from tests.benchmarks.tmac_heldout import TEXTS, measure  # noqa: E402
 
 
 def main() -> None:
-    from tinyconvert.pipeline import tmac_plan
+    from tinyconvert.pipeline.recipes import tmac_plan
     from tinyconvert.pipeline.hf2gguf import hf2gguf
-    from tinyconvert.pipeline.mixes import Options
+    from tinyconvert.pipeline.recipes.mixes import Options
     from tinyconvert.pipeline.quantize import TmacOptions, quantize
     ref = str(REPO / ".cache/gemma3-270m-hf")
     texts = {n: (REPO / "tests/data/heldout" / f"{n}.txt").read_text() for n in TEXTS}

@@ -50,7 +50,7 @@ def converted_like_llamacpp(folder: Path, tmp: Path, outtype: str, *,
 
 def quantized_like_llamacpp(f32: Path, tmp: Path, mix: str) -> None:
     from tests.test_quantize import same_file_contents
-    from tinyconvert.pipeline.mixes import RECIPES
+    from tinyconvert.pipeline.recipes.mixes import RECIPES
     from tinyconvert.pipeline.quantize import quantize
     llamacpp_quantize(f32, tmp / "theirs.gguf", RECIPES[mix][0])
     quantize(f32, tmp / "ours.gguf", qtype=mix, quiet=True)

@@ -1,14 +1,16 @@
-"""The architecture registry: one module per family, each a list of `Arch` records. Adding an
-architecture is one module here (plus, where llama.cpp computes something new, a runtime block
-and a `runtime.hparams.RECIPES` entry)."""
+"""The architecture registry: one module per family (in dense/, ln/, moe/, ssm/ by kind), each
+a list of `Arch` records. Adding an architecture is one module there (plus, where llama.cpp
+computes something new, a runtime block and a `runtime.hparams.RECIPES` entry)."""
 from __future__ import annotations
 
-from tinyconvert.archs import (deepseek, falcon, gemma, gpt2, gpt_oss, gptneox, granite, llama, mamba,
-                               moe, olmo, opt, phi2, phi3, qwen, stablelm, starcoder2)
+from tinyconvert.archs.dense import gemma, granite, llama, olmo, phi3, qwen
+from tinyconvert.archs.ln import falcon, gpt2, gptneox, opt, phi2, stablelm, starcoder2
+from tinyconvert.archs.moe import deepseek, gpt_oss, softmax_router
+from tinyconvert.archs.ssm import mamba
 from tinyconvert.archs.base import Arch
 from tinyconvert.formats.errors import InputError
 
-FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, moe, deepseek, gpt_oss, gpt2,
+FAMILY_MODULES = (llama, qwen, gemma, olmo, granite, phi3, softmax_router, deepseek, gpt_oss, gpt2,
                   starcoder2, gptneox, phi2, stablelm, falcon, mamba, opt)
 
 

@@ -8,7 +8,7 @@ import torch
 from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime.model import Model
 from tinyconvert.pipeline.sources import open_source
-from tinyconvert.checks.tokenizer import Tokenizer, tokenizer_for
+from tinyconvert.checks.tokenizers.tokenizer import Tokenizer, tokenizer_for
 
 
 def render_chat(tok: Tokenizer, prompt: str, system: str | None = None) -> str:

@@ -105,7 +105,7 @@ def _by_bits(bpw: float) -> tuple[float, str]:
 
 
 def default_limit(fields: dict, path: Path, *, engine: str = "runtime") -> Limit:
-    from tinyconvert.quant.tmac_types import BITS_KEY
+    from tinyconvert.quant.tmac.tmac_types import BITS_KEY
     bpw = bits_per_weight(path)
     if BITS_KEY in fields:
         bits = int(fields[BITS_KEY])

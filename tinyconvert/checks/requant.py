@@ -22,8 +22,8 @@ def requantized(ref: ModelSource, cand: ModelSource) -> ModelSource | None:
 
     from tinyconvert.quant import qtype_by_id
     from tinyconvert.quant.int8_grouped import GROUP_KEY
-    from tinyconvert.quant.iq_types import NEEDS_IMATRIX
-    from tinyconvert.quant.tmac_types import BITS_KEY
+    from tinyconvert.quant.iq.iq_types import NEEDS_IMATRIX
+    from tinyconvert.quant.tmac.tmac_types import BITS_KEY
     weights = cand.get
     if cand.kind != "gguf" or BITS_KEY in cand.fields or cand.fields.get(GROUP_KEY):
         return None

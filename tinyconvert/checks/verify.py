@@ -17,8 +17,8 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.runtime import metrics
 from tinyconvert.runtime.model import block, embed, output_logits, rope_tables
 from tinyconvert.pipeline.sources import ModelSource, gguf_source, open_source
-from tinyconvert.checks.tokenizer import tokenizer_for
-from tinyconvert.checks.vocab_check import default_text, vocab_mismatches  # noqa: F401 (API)
+from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
+from tinyconvert.checks.tokenizers.vocab_check import default_text, vocab_mismatches  # noqa: F401 (API)
 
 @dataclass
 class VerifyReport:
@@ -34,7 +34,7 @@ class VerifyReport:
     kld_values: torch.Tensor = field(repr=False, default=None)
     sparse: dict | None = None              # PowerInfer files: predictor quality and its cost
     experts: dict | None = None             # MoE files: how evenly the experts were chosen
-    chat: list = field(default_factory=list)  # checks/chat.py findings (HF references)
+    chat: list = field(default_factory=list)  # checks/tokenizers/chat.py findings (HF references)
 
     @property
     def passed(self) -> bool:
@@ -226,7 +226,7 @@ def build_report(ref: ModelSource, cand: ModelSource, ids: list[int], all_ids: l
         _judge(ref, cand, ids, chunk, stats, lim, ref_logits)
     chat = []
     if ref.kind == "hf":
-        from tinyconvert.checks.chat import check_against_hf
+        from tinyconvert.checks.tokenizers.chat import check_against_hf
         chat = check_against_hf(ref.path, cand.fields)
     return VerifyReport(stats, layers, vocab_mismatches(ref, cand, text, all_ids), limit, engine,
                         reference_engine, why, lim.activation_note, judged, kld_values, sparse,

@@ -10,7 +10,7 @@ Such a file holds the reference's weights up to one rounding, so instead of runn
    bit-for-bit the reference's rows, read through the plan verify's reference uses (transforms
    applied), rounded to the file's type;
 3. the file's vocabulary tokenizes verify's text as the reference tokenizer does, its vocabulary
-   arrays equal the reference's, and the chat checks pass (checks/chat.py).
+   arrays equal the reference's, and the chat checks pass (checks/tokenizers/chat.py).
 
 KL divergence is not measured (`tinyconvert verify` does that)."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ class WeightsReport:
     n_elements: int                      # elements compared in all
     mismatches: list[str]                # keys, hyperparameters, tensors
     vocab_mismatches: list[str]
-    chat: list = field(default_factory=list)   # checks/chat.py findings (HF references)
+    chat: list = field(default_factory=list)   # checks/tokenizers/chat.py findings (HF references)
 
     @property
     def passed(self) -> bool:
@@ -70,7 +70,7 @@ def float_only(model) -> bool:
 
 def _hf_reference(folder: Path, loras) -> SimpleNamespace:
     from tinyconvert.archs.config import gguf_fields
-    from tinyconvert.pipeline.encode import to_f32
+    from tinyconvert.pipeline.write.encode import to_f32
     from tinyconvert.pipeline.sources import hf_plan, hparams_from_config
     cfg, planned = hf_plan(folder, loras)
 
@@ -164,7 +164,7 @@ def tokenizer_mismatches(ref, fields: dict, tok, encoder=None) -> list[str]:
     """verify's tokenization test on its text (tok: the reference's tokenizer; encoder: the
     file's), and the token texts themselves (an edited token the text never uses shows only
     there)."""
-    from tinyconvert.checks.vocab_check import (_vocab_arrays_differ, default_text,
+    from tinyconvert.checks.tokenizers.vocab_check import (_vocab_arrays_differ, default_text,
                                                 vocab_mismatches)
     text = default_text()
     cand = SimpleNamespace(fields=fields)
@@ -205,10 +205,10 @@ def check_weights(reference: str, candidate: Path, *, lora=(), lora_scale=(),
     hp = from_gguf_fields(fields, model.magic)
     names = [t.name for t in model.tensors]
     tensors, n_sampled, n_elements = tensor_mismatches(ref, model, names)
-    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
     tok, chat, (encoder, broken) = tokenizer_for(ref), [], _encoder(fields)
     if ref.kind == "hf" and not broken:
-        from tinyconvert.checks.chat import check_against_hf
+        from tinyconvert.checks.tokenizers.chat import check_against_hf
         chat = check_against_hf(ref.path, fields, hf=tok, encoder=encoder)
     types: dict[str, int] = {}
     for t in model.tensors:
@@ -222,7 +222,7 @@ def _encoder(fields: dict):
     """(the file's tokenizer as llama.cpp runs it, built once for the vocabulary and chat
     checks, or None for a kind not rebuilt here: those checks then say so themselves;
     [the problem] when the vocabulary is broken: tokens its merges need are missing, ...)"""
-    from tinyconvert.checks.gguf_vocab import text_encoder
+    from tinyconvert.checks.tokenizers.gguf_vocab import text_encoder
     try:
         return text_encoder(fields), []
     except InputError:

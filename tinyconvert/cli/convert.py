@@ -136,8 +136,8 @@ def _print_fallbacks(fallbacks) -> None:
 
 
 def _print_recipe(plan, asked: str | None, fallbacks) -> None:
-    """A T-MAC recipe's per-tensor choices (tinyconvert.pipeline.tmac_plan), as a note."""
-    from tinyconvert.pipeline.tmac_plan import recipe_choices, recipe_note
+    """A T-MAC recipe's per-tensor choices (tinyconvert.pipeline.recipes.tmac_plan), as a note."""
+    from tinyconvert.pipeline.recipes.tmac_plan import recipe_choices, recipe_note
     note = recipe_note(asked, recipe_choices(plan.types, asked, fallbacks)) if plan else None
     if note:
         typer.echo(f"note: {note}", err=True)
@@ -210,7 +210,7 @@ def quantize_cmd(
 ):
     """Quantize a GGUF or HF checkpoint (bytes identical to llama.cpp's quantizer)."""
     from tinyconvert.formats.errors import InputError
-    from tinyconvert.pipeline.mixes import Options
+    from tinyconvert.pipeline.recipes.mixes import Options
     from tinyconvert.pipeline.quantize import TmacOptions, quantize
     from tinyconvert.checks.post_check import check_before
     check = check_before(check, f"-b {bits}" if bits is not None else (qtype or [None])[0],

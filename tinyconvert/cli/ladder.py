@@ -28,7 +28,7 @@ def check_ladder_options(n_types: int, plot: Path | None, no_verify: bool, **sin
 
 def hf2gguf_ladder_cmd(model: str, outdir: Path, outtypes: list[str], *, model_name, no_verify,
                        quiet, as_json, plot, threads=None) -> None:
-    from tinyconvert.pipeline.ladder import hf2gguf_ladder
+    from tinyconvert.pipeline.ladder.run import hf2gguf_ladder
     res = hf2gguf_ladder(model, outdir, outtypes=[t.lower() for t in outtypes],
                          model_name=model_name, quiet=quiet, threads=threads)
     finish_ladder(res, no_verify=no_verify, quiet=quiet, as_json=as_json, plot=plot)
@@ -36,7 +36,7 @@ def hf2gguf_ladder_cmd(model: str, outdir: Path, outtypes: list[str], *, model_n
 
 def quantize_ladder_cmd(inp: str, outdir: Path, qtypes: list[str], *, options, threads,
                         allow_requantize, no_verify, quiet, as_json, plot) -> None:
-    from tinyconvert.pipeline.ladder import quantize_ladder
+    from tinyconvert.pipeline.ladder.run import quantize_ladder
     res = quantize_ladder(inp, outdir, qtypes=[t.lower() for t in qtypes], options=options,
                           threads=threads, allow_requantize=allow_requantize, quiet=quiet)
     if res.requantized:
@@ -47,7 +47,7 @@ def quantize_ladder_cmd(inp: str, outdir: Path, qtypes: list[str], *, options, t
 
 def finish_ladder(res, *, no_verify: bool, quiet: bool, as_json: bool, plot: Path | None):
     """The one verify pass, the table (or JSON), the plot; exit 3 when any file fails."""
-    from tinyconvert.checks.ladder_report import ladder_rows, plot_ladder, table
+    from tinyconvert.checks.ladder.report import ladder_rows, plot_ladder, table
     from tinyconvert.cli.convert import POST_VERIFY_TOKENS, _print_fallbacks, _print_notes
     for f in res.files:
         _print_fallbacks(f.fallbacks)
@@ -58,7 +58,7 @@ def finish_ladder(res, *, no_verify: bool, quiet: bool, as_json: bool, plot: Pat
                    f"{', '.join(f.path.name for f in res.files)}")
     reports = None
     if not no_verify:
-        from tinyconvert.checks.ladder_verify import verify_ladder
+        from tinyconvert.checks.ladder.verify import verify_ladder
         reports = verify_ladder(res.source, [f.path for f in res.files],
                                 tokens=POST_VERIFY_TOKENS)
     rows = ladder_rows(res.files, reports)

@@ -89,8 +89,8 @@ def set_metadata_cmd(
 
 
 def _check_chat(path: Path) -> None:
-    """The new template against the file's own vocabulary (checks/chat.py check_file)."""
-    from tinyconvert.checks.chat import check_file
+    """The new template against the file's own vocabulary (checks/tokenizers/chat.py check_file)."""
+    from tinyconvert.checks.tokenizers.chat import check_file
     from tinyconvert.formats.gguf_file import read_gguf
     fields = read_gguf(path, strict_types=False).values()
     if "tokenizer.ggml.tokens" not in fields:

@@ -56,7 +56,7 @@ def split_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ):
     """Split a GGUF into llama.cpp's shards (as llama-gguf-split --split)."""
-    from tinyconvert.pipeline.splitmerge import split
+    from tinyconvert.pipeline.write.splitmerge import split
     res = split(inp, split_max_size=split_max_size, split_max_tensors=split_max_tensors, out=out,
                 dry_run=dry_run, quiet=quiet)
     _report(res, quiet, as_json, "split")
@@ -72,6 +72,6 @@ def merge_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ):
     """Merge a split model into one GGUF (as llama-gguf-split --merge)."""
-    from tinyconvert.pipeline.splitmerge import merge
+    from tinyconvert.pipeline.write.splitmerge import merge
     res = merge(inp, out, dry_run=dry_run, quiet=quiet)
     _report(res, quiet, as_json, "merged")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyconvert.archs.base import Arch
-from tinyconvert.archs.gemma import LAYERS_27B
+from tinyconvert.archs.dense.gemma import LAYERS_27B
 from tinyconvert.archs.config import EXPERT_COUNT_KEYS, EXPERT_USED_KEYS, gguf_fields, read_config
 from tinyconvert.export.family_config import family_values, handled
 from tinyconvert.formats.errors import InputError
@@ -30,7 +30,7 @@ INVERSE_KEYS = {
     "attention.sliding_window": "sliding_window",
     "attn_logit_softcapping": "attn_logit_softcapping",
     "final_logit_softcapping": "final_logit_softcapping",
-    # granite's multipliers (tinyconvert.archs.granite.MULTIPLIERS, GGUF side)
+    # granite's multipliers (tinyconvert.archs.dense.granite.MULTIPLIERS, GGUF side)
     "attention.scale": "attention_multiplier", "embedding_scale": "embedding_multiplier",
     "residual_scale": "residual_multiplier", "logit_scale": "logits_scaling",
 }

@@ -1,7 +1,7 @@
 """Tokenizer files rebuilt from a GGUF vocabulary, tokenizing as llama.cpp does on the file:
 byte-level BPE (`gpt2`) as tokenizer.json through the `tokenizers` library, SentencePiece
 (`llama`) as tokenizer.model through SentencePiece's model proto. Both start from the tokenizer
-`verify` already rebuilds from a GGUF (tinyconvert.checks.gguf_vocab: llama.cpp's split regexes,
+`verify` already rebuilds from a GGUF (tinyconvert.checks.tokenizers.gguf_vocab: llama.cpp's split regexes,
 merges, scores and piece types); here the special tokens llama.cpp matches in raw text become
 added tokens, BOS/EOS framing a post-processor, and tokenizer_config.json carries the special
 tokens and the chat template."""
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinyconvert.checks.gguf_vocab import framing, text_encoder
-from tinyconvert.checks.special_tokens import special_tokens
+from tinyconvert.checks.tokenizers.gguf_vocab import framing, text_encoder
+from tinyconvert.checks.tokenizers.special_tokens import special_tokens
 from tinyconvert.formats.errors import InputError
-from tinyconvert.formats.sentencepiece_proto import build_sp_model
+from tinyconvert.formats.tokenizers.sentencepiece_proto import build_sp_model
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
 SPACE = "\u2581"                  # SentencePiece's escaped space

@@ -159,7 +159,7 @@ def file_keys(data: ImatrixData) -> list[tuple[str, int, object]]:
 def encode(p, r0: int, r1: int) -> np.ndarray:
     """Rows [r0, r1) of a tensor with an imatrix: each expert's rows with its own vector, as
     llama_tensor_quantize_impl's chunks, which never cross an expert."""
-    from tinyconvert.pipeline.encode import to_f32
+    from tinyconvert.pipeline.write.encode import to_f32
     rows = to_f32(p.read_rows(r0, r1), p.src_dtype).reshape(r1 - r0, -1)
     if hasattr(p.qtype, "quantize_rows"):    # T-MAC (2-D only): (codes, tail sections)
         return p.qtype.pack(p.qtype.quantize_rows(rows, imatrix=p.imatrix[0]))
@@ -193,11 +193,11 @@ def target_for(model: str, outtype: str, target, o: ImatrixOptions, quiet: bool 
     """hf2gguf --outtype TYPE --imatrix ...: the quantizer's target for TYPE, with the matrix
     computed on (or read for) the checkpoint."""
     from tinyconvert.pipeline.assign import Target
-    from tinyconvert.pipeline.mixes import recipe
+    from tinyconvert.pipeline.recipes.mixes import recipe
     if target is None and outtype in ("f32", "f16", "bf16", "auto"):
         raise InputError(f"an importance matrix is for quantized types; --outtype {outtype} "
                          f"does not use one")
-    from tinyconvert.pipeline.tmac_plan import spec_from_name
+    from tinyconvert.pipeline.recipes.tmac_plan import spec_from_name
     if target is None and (spec := spec_from_name(outtype)) is not None:
         target = Target("f16", tmac=spec)
     return with_imatrix(target or Target(recipe(outtype)), model, o, quiet)

@@ -103,7 +103,7 @@ def compute_imatrix(model: str | Path, text: str, *, chunk_size: int = DEFAULT_C
                     quiet: bool = True) -> Imatrix:
     """model: HF checkpoint folder, hub id or GGUF file. dataset: the name recorded in the file
     (llama-imatrix records the -f path)."""
-    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
     from tinyconvert.pipeline.sources import open_source
     src = open_source(model)
     if src.hparams.ssm:

@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyconvert.formats.errors import InputError
 from tinyconvert.lora.adapter import LoraPair
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.pipeline.experts import PER_EXPERT
 
 

@@ -15,7 +15,7 @@ from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.records import TensorRecord
 from tinyconvert.lora.adapter import LoraAdapter, LoraPair, open_adapter
 from tinyconvert.lora.names import checkpoint_name
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "added_tokens.json")
 
@@ -138,7 +138,7 @@ def _refuse_new_tokens(adapter: LoraAdapter, name: str, base_rows: int, rows: in
 def check_tokenizer(loras: list[Lora], base: Path) -> None:
     """A tokenizer in the adapter folder must be the base's: the merged file carries the base's
     vocabulary, so tokens added during fine-tuning would be lost without a word."""
-    from tinyconvert.formats.vocab import load_vocab
+    from tinyconvert.formats.tokenizers.vocab import load_vocab
     for lora in loras:
         folder = lora.adapter.path
         if not any((folder / n).is_file() for n in TOKENIZER_FILES):

@@ -36,9 +36,9 @@ from tinyconvert.lora.applied import refuse_unapplied
 from tinyconvert.lora.conv1d import transposed_by_family
 from tinyconvert.lora.experts import split_experts, stacked_rows, stacked_shape
 from tinyconvert.lora.names import checkpoint_name
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.pipeline.plan import PlannedTensor
-from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.quant import get_qtype
 
 OUTTYPES = ("f32", "f16", "bf16")

@@ -1,16 +1,16 @@
 """From a plan of tensors in their source types to the plan to write: the recipe's type for each
-tensor (tinyconvert.pipeline.mixes), or tinyconvert's grouped INT8 layout."""
+tensor (tinyconvert.pipeline.recipes.mixes), or tinyconvert's grouped INT8 layout."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.formats.errors import InputError
-from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
+from tinyconvert.pipeline.recipes.mixes import RECIPES, ModelShape, Options, allows_quantization, choose_types, llama_order
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 from tinyconvert.quant import int8_grouped as i8g
-from tinyconvert.pipeline.tmac_plan import TmacSpec, assign_tmac
+from tinyconvert.pipeline.recipes.tmac_plan import TmacSpec, assign_tmac
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def assign(planned: list[PlannedTensor], target: Target, shape: ModelShape,
     if target.tmac or target.int8_group:    # carried-over bytes (gpt-oss MXFP4) decoded first
         planned = [decoded(p) if p.src_dtype == "RAW" else p for p in planned]
     from tinyconvert.imatrix.apply import attach
-    if target.tmac:        # the matrix weights the search's error (tinyconvert.quant.tmac)
+    if target.tmac:        # the matrix weights the search's error (tinyconvert.quant.tmac.core)
         return attach(assign_tmac(planned, target.tmac, target.options), target.imatrix,
                       target.mix, lambda p: hasattr(p.qtype, "quantize_rows"))
     if target.int8_group:

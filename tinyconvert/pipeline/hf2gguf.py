@@ -16,24 +16,24 @@ import numpy as np
 
 from tinyconvert.archs import refuse_no_llamacpp_arch
 from tinyconvert.archs.base import gguf_arch_name
-from tinyconvert.archs.gpt_oss_mxfp4 import file_type as mxfp4_file_type
+from tinyconvert.archs.moe.gpt_oss_mxfp4 import file_type as mxfp4_file_type
 from tinyconvert.archs.yarn_checks import yarn_notes
 from tinyconvert.io.atomic import atomic_output, check_output
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gptq import read_config as read_gptq_config
-from tinyconvert.formats.vocab import add_vocab, load_vocab
+from tinyconvert.formats.tokenizers.vocab import add_vocab, load_vocab
 from tinyconvert.archs.config import RELU_ACTS, add_hparams, read_config
 from tinyconvert.archs.config_checks import check_against_records
 from tinyconvert.io.hub import resolve_model
 from tinyconvert.pipeline.general import add_general
-from tinyconvert.pipeline.mixes import RECIPES, ModelShape, Options, recipe
+from tinyconvert.pipeline.recipes.mixes import RECIPES, ModelShape, Options, recipe
 from tinyconvert.pipeline.plan import PlannedTensor, extra_tensors, plan_tensors, resolve_outtype
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.io.threads import resolve_threads
-from tinyconvert.quant.tmac_types import CANONICAL
-from tinyconvert.pipeline.stream import stream_tensors
-from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, spec_from_name
+from tinyconvert.quant.tmac.tmac_types import CANONICAL
+from tinyconvert.pipeline.write.stream import stream_tensors
+from tinyconvert.pipeline.recipes.tmac_plan import TmacSpec, file_keys, spec_from_name
 
 CONVERTER_OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 
@@ -96,7 +96,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
     dry_run: plan only (result.plan), nothing written.
     imatrix: tinyconvert.imatrix.apply.ImatrixOptions, for a quantized outtype.
     plans: plan only: (writer with the header, planned) is appended to it, nothing is written
-    (pipeline/ladder.py writes several plans in one pass; n_bytes is then 0)."""
+    (pipeline/ladder/run.py writes several plans in one pass; n_bytes is then 0)."""
     from tinyconvert.formats.gguf_split import make_rule
     rule = make_rule(split_max_size, split_max_tensors)
     outtype = outtype.lower()
@@ -183,7 +183,7 @@ def hf2gguf(model: str, out: Path, *, outtype: str = "auto", quiet: bool = False
             raise InputError("a ladder (several types) cannot be split yet: convert each type "
                              "with --split-max-size, or split the outputs with tinyconvert split")
         plans.append((writer, planned))
-    from tinyconvert.pipeline.shards import plan_planned, write_planned, writer_entries
+    from tinyconvert.pipeline.write.shards import plan_planned, write_planned, writer_entries
     plan = plan_planned(out, writer_entries(writer), planned, rule=rule,
                         alignment=writer.data_alignment, magic=b"PWRI" if powerinfer else b"GGUF")
     if dry_run or plans is not None:

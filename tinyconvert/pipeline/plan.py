@@ -14,11 +14,11 @@ import gguf
 
 from tinyconvert.archs.config import ModelConfig, llama3_rope_freqs
 from tinyconvert.archs.config_checks import check_against_records, check_planned
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.pipeline.experts import stack_experts
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import QuantType, get_qtype
-from tinyconvert.quant.tmac_types import CANONICAL
+from tinyconvert.quant.tmac.tmac_types import CANONICAL
 
 FLOAT_SOURCES = ("F32", "F16", "BF16")
 

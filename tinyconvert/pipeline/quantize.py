@@ -16,17 +16,17 @@ from tinyconvert.formats import gguf_file as gf
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.gguf_edit import copy_entries, encode_entry
 from tinyconvert.formats.gguf_write import OutTensor, write_header
-from tinyconvert.pipeline.mixes import ModelShape, Options, recipe
+from tinyconvert.pipeline.recipes.mixes import ModelShape, Options, recipe
 from tinyconvert.formats.records import rows_and_len
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.quant import get_qtype, qtype_by_id
 from tinyconvert.quant import int8_grouped as i8g
-from tinyconvert.quant import tmac_types as tmac_keys
+from tinyconvert.quant.tmac import tmac_types as tmac_keys
 from tinyconvert.quant.sizes import block_info
-from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.io.threads import resolve_threads
-from tinyconvert.pipeline.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
+from tinyconvert.pipeline.recipes.tmac_plan import TmacSpec, file_keys, make_spec, spec_from_name
 from tinyconvert.imatrix.apply import KEYS as IMATRIX_KEYS, file_keys as imatrix_keys, with_imatrix
 
 BITS = {8: "q8_0", 4: "q4_0"}
@@ -218,7 +218,7 @@ def _quantize_open(inp, out, target, threads, allow_requantize, quiet, f, start,
     tensors = [OutTensor(p.name, tuple(reversed(p.shape)) or (1,), p.qtype.ggml_id,
                          p.qtype.nbytes(p.shape)) for p in final]
     total = sum(t.nbytes for t in tensors)
-    from tinyconvert.pipeline.shards import plan_planned, write_planned
+    from tinyconvert.pipeline.write.shards import plan_planned, write_planned
     plan = plan_planned(out, entries, final, rule=rule, alignment=f.alignment)
     for path in plan.paths if plan.split else ():
         check_output(path, *(shard.path for shard in f.shards))

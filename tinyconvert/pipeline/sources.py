@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.formats.checkpoint import open_checkpoint
 from tinyconvert.formats.errors import InputError
 from tinyconvert.archs.config import RELU_ACTS, ModelConfig, gguf_fields, read_config

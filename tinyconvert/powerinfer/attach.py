@@ -20,7 +20,7 @@ from tinyconvert.formats.gguf_write import OutTensor, write_header
 from tinyconvert.formats.predictor import scan_predictors, predictor_threshold
 from tinyconvert.powerinfer.pwri import ACT_KEY, MAGIC, THRESHOLD_KEY, to_powerinfer, with_output
 from tinyconvert.pipeline.quantize import gguf_plan
-from tinyconvert.pipeline.stream import stream_tensors
+from tinyconvert.pipeline.write.stream import stream_tensors
 from tinyconvert.io.threads import resolve_threads
 
 LLAMA_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",

@@ -9,10 +9,10 @@ import dataclasses
 import re
 import numpy as np
 
-from tinyconvert.pipeline.encode import to_f32
+from tinyconvert.pipeline.write.encode import to_f32
 from tinyconvert.formats.errors import InputError
 from tinyconvert.formats.predictor import Predictor, PredictorFile
-from tinyconvert.pipeline.held import HeldWhole
+from tinyconvert.pipeline.write.held import HeldWhole
 from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.quant import get_qtype
 

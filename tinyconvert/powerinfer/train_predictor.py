@@ -72,7 +72,7 @@ def train_predictors(model: str, text: str, *, rank: int, out: Path, epochs: int
                      lr: float = 3e-3, held_out: float = 0.2, target_recall: float = 0.98,
                      chunk: int = 256, seed: int = 0):
     from tinyconvert.pipeline.sources import open_source
-    from tinyconvert.checks.tokenizer import tokenizer_for
+    from tinyconvert.checks.tokenizers.tokenizer import tokenizer_for
     src = open_source(model)
     if src.hparams.act not in ("relu", "drelu"):
         raise InputError(f"{model}: the FFN activation is {src.hparams.act}; predictors need a "

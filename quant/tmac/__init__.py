@@ -1,0 +1,1 @@
+"""T-MAC lookup-table quantization: codes, layouts, the LUT product and the group search."""

@@ -1,0 +1,1 @@
+"""Dense decoder families with RMSNorm: llama and its relatives."""

@@ -1,0 +1,1 @@
+"""State-space families (Mamba, Mamba2) and the checkpoint reshapes they need."""

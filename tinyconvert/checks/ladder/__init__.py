@@ -1,0 +1,1 @@
+"""Checks of a quant ladder: per-type weights, verify and the report."""

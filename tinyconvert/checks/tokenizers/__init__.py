@@ -1,0 +1,1 @@
+"""Tokenizer checks: the GGUF vocabulary and chat template against the HF tokenizer."""

@@ -1,0 +1,1 @@
+"""Quant ladders: one model to several types in one pass."""

@@ -1,0 +1,1 @@
+"""Writing a GGUF: encoding row chunks, streaming them in order, shards and split/merge."""
