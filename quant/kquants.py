@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kernels.loader import compiled, run_rows
+from tinyconvert.quant.kernels.fused import quantize_rows
+from tinyconvert.quant.kernels.loader import compiled
 from tinyconvert.quant.registry import QuantType, register
 
 QK_K = 256
@@ -186,8 +187,8 @@ def quantize_q4_k(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.kquants_imatrix import qk_search
         head, L = qk_search(rows, imatrix, 15)
-    elif (kernels := compiled("kernels.fused_kquants_numba")) is not None:
-        return run_rows(kernels.q4_k_rows, rows, "F32", QK_K, 144)
+    elif (fast := quantize_rows("q4_k", rows)) is not None:   # C or numba
+        return fast
     else:
         head, L = _qk_common(rows, 15, -1.0, 20)
     qs = (L[:, :, 0, :] | (L[:, :, 1, :] << 4)).astype(np.uint8).reshape(len(head), 128)
@@ -198,8 +199,8 @@ def quantize_q5_k(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.kquants_imatrix import qk_search
         head, L = qk_search(rows, imatrix, 31)
-    elif (kernels := compiled("kernels.fused_kquants_numba")) is not None:
-        return run_rows(kernels.q5_k_rows, rows, "F32", QK_K, 176)
+    elif (fast := quantize_rows("q5_k", rows)) is not None:
+        return fast
     else:
         head, L = _qk_common(rows, 31, -0.5, 15)
     qs = ((L[:, :, 0, :] & 15) | ((L[:, :, 1, :] & 15) << 4)).astype(np.uint8)
@@ -215,8 +216,8 @@ def quantize_q6_k(rows, imatrix=None):
     if imatrix is not None:         # quantize_row_q6_K_impl: the raw matrix as the weights
         from tinyconvert.quant.kquants_imatrix import make_qx_quants_w, tile
         L, scales = make_qx_quants_w(x.reshape(-1, 16), tile(imatrix, rows.shape[0], 16), 32)
-    elif (kernels := compiled("kernels.fused_kquants_numba")) is not None:
-        return run_rows(kernels.q6_k_rows, rows, "F32", QK_K, 210)
+    elif (fast := quantize_rows("q6_k", rows)) is not None:
+        return fast
     else:
         L, scales = make_qx_quants_rmse1(x.reshape(-1, 16), 32)
     L, scales = L.reshape(nb, 16, 16), scales.reshape(nb, 16)

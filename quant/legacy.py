@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyconvert.quant.kernels.loader import compiled, run_rows
+from tinyconvert.quant.kernels.fused import quantize_rows
 from tinyconvert.quant.registry import QuantType, register
 
 QK = 32
@@ -57,8 +57,8 @@ def quantize_q4_0(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.legacy_imatrix import quantize_q4_0_imatrix
         return quantize_q4_0_imatrix(rows, imatrix)
-    if (kernels := compiled("kernels.fused_legacy_numba")) is not None:
-        return run_rows(kernels.q4_0_rows, rows, "F32", QK, 18)
+    if (fast := quantize_rows("q4_0", rows)) is not None:       # C or numba
+        return fast
     x = _blocks(rows)
     d = (_signed_max(x) / F(-8)).astype(F)
     q = np.minimum(15, _trunc_u8(x * _inverse(d) + F(8.5)))
@@ -80,8 +80,8 @@ def quantize_q5_0(rows, imatrix=None):
     if imatrix is not None:
         from tinyconvert.quant.legacy_imatrix import quantize_q5_0_imatrix
         return quantize_q5_0_imatrix(rows, imatrix)
-    if (kernels := compiled("kernels.fused_legacy_numba")) is not None:
-        return run_rows(kernels.q5_0_rows, rows, "F32", QK, 22)
+    if (fast := quantize_rows("q5_0", rows)) is not None:
+        return fast
     x = _blocks(rows)
     d = (_signed_max(x) / F(-16)).astype(F)
     q = np.minimum(31, _trunc_u8(x * _inverse(d) + F(16.5)))

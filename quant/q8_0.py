@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyconvert.quant.registry import QuantType, register
-from tinyconvert.quant.kernels.loader import compiled, run_rows
+from tinyconvert.quant.kernels.fused import quantize_rows
 from tinyconvert.quant.rounding import roundf
 
 QK8_0 = 32
@@ -22,8 +22,8 @@ BLOCK_BYTES = 2 + QK8_0
 
 def quantize(rows: np.ndarray, imatrix=None) -> np.ndarray:
     n_rows, k = rows.shape
-    if (kernels := compiled("kernels.fused_legacy_numba")) is not None:
-        return run_rows(kernels.q8_0_rows, rows, "F32", QK8_0, BLOCK_BYTES)
+    if (fast := quantize_rows("q8_0", rows)) is not None:       # C or numba
+        return fast
     x = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, QK8_0)   # [nb, 32]
     amax = np.abs(x).max(axis=1, keepdims=True)                          # [nb, 1]
     d = amax / np.float32(127)

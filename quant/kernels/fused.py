@@ -1,11 +1,12 @@
 """The whole-row compiled kernels by type: rows in their stored float format (float32, or fp16 /
-bf16 bits) to finished block bytes in one pass (quant/kernels/fused_legacy_numba.py,
-quant/kernels/fused_kquants_numba.py). Types without one, runs without numba (TINYCONVERT_NO_NUMBA=1)
+bf16 bits) to finished block bytes in one pass: the C ones (quant/kernels/ckernels.c) where
+they were built, else quant/kernels/fused_legacy_numba.py and fused_kquants_numba.py. Types without one, runs without numba (TINYCONVERT_NO_NUMBA=1)
 and importance-matrix quantization take the per-type quantize functions instead."""
 from __future__ import annotations
 
 import numpy as np
 
+from tinyconvert.quant.kernels.cload import row_kernel
 from tinyconvert.quant.kernels.loader import compiled, run_rows
 
 # type name -> (kernel module, kernel, weights per block, bytes per block)
@@ -21,9 +22,12 @@ SOURCES = ("F32", "F16", "BF16")
 
 
 def kernel(name: str):
-    """The compiled kernel for type `name`, or None (no such kernel, or numba unavailable)."""
+    """The compiled kernel for type `name`: the C one where the library was built, else numba's,
+    or None (no such kernel, or neither available)."""
     if name not in FUSED:
         return None
+    if (fn := row_kernel(name)) is not None:
+        return fn
     mod = compiled(FUSED[name][0])
     return None if mod is None else getattr(mod, FUSED[name][1])
 

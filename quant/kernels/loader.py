@@ -1,11 +1,15 @@
-"""Where the compiled kernels come from: numba_kernels, imported on first use (numba takes a few
-hundred milliseconds to import), or None without numba or with TINYCONVERT_NO_NUMBA=1, in which
-case the vectorised numpy versions run."""
+"""Where the numba kernels come from: imported on first use (numba takes a few hundred
+milliseconds to import), or None without numba or with TINYCONVERT_NO_NUMBA=1, in which case the
+vectorised numpy versions run. The whole-row kernels prefer the C library (cload.py) and come
+here only without it; run_rows drives either."""
 from __future__ import annotations
 
 import functools
 import importlib
 import os
+
+F32, F16, BF16 = 0, 1, 2          # source kinds: float32 values, fp16 bits, bf16 bits (uint16)
+KINDS = {"F32": F32, "F16": F16, "BF16": BF16}
 
 
 @functools.cache
@@ -25,7 +29,6 @@ def run_rows(kernel, rows, src_dtype: str, qk: int, type_size: int):
     """A whole-row kernel (quant/kernels/fused.py) over rows [n, k] in their stored format ("F32":
     float32 values, "F16" / "BF16": the bits as uint16) -> uint8 [n, k / qk * type_size]."""
     import numpy as np
-    from tinyconvert.quant.kernels.numba_rows import KINDS
     if src_dtype == "F16" and rows.dtype == np.float16:
         rows = rows.view(np.uint16)
     src = np.ascontiguousarray(rows, dtype=np.float32 if src_dtype == "F32" else np.uint16)

@@ -10,8 +10,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-F32, F16, BF16 = 0, 1, 2          # source kinds: float32 values, fp16 bits, bf16 bits (uint16)
-KINDS = {"F32": F32, "F16": F16, "BF16": BF16}
+from tinyconvert.quant.kernels.loader import BF16, F16, F32  # noqa: F401 (the source kinds)
 
 
 @intrinsic
