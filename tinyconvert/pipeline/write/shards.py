@@ -11,7 +11,7 @@ from tinyconvert.formats.gguf_write import OutTensor
 from tinyconvert.io.atomic_set import atomic_outputs
 from tinyconvert.io.progress import TensorProgress
 from tinyconvert.pipeline.outplan import OutputPlan
-from tinyconvert.pipeline.plan import PlannedTensor
+from tinyconvert.pipeline.planned import PlannedTensor
 from tinyconvert.pipeline.write.stream import stream_tensors
 
 

@@ -38,14 +38,21 @@ def _write(f, data: np.ndarray) -> int:
 
 def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
                    threads: int = 1) -> None:
+    """Every chunk of every tensor goes through one bounded map, so the workers run on into the
+    next tensor while the writer finishes this one (no drain at each of a model's hundreds of
+    tensors). At most in_flight_limit chunks are ahead of the writer; a tensor read whole
+    (HeldWhole) may so overlap the one before it, never more than two."""
+    planned = list(planned)
+    spans = [list(chunks(p, threads)) for p in planned]
+    jobs = ((p, r0, r1) for p, sp in zip(planned, spans) for r0, r1 in sp)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for p in planned:
+        parts = (bounded_map(pool, lambda job: _encode(*job), jobs, in_flight_limit(threads))
+                 if threads > 1 else (_encode(*job) for job in jobs))
+        for p, sp in zip(planned, spans):
             f.write(bytes(-f.tell() % alignment))
             written, tails = 0, []
-            parts = (bounded_map(pool, lambda rr, p=p: _encode(p, *rr), chunks(p, threads),
-                                 in_flight_limit(threads))
-                     if threads > 1 else (_encode(p, r0, r1) for r0, r1 in chunks(p)))
-            for data in parts:
+            for _ in sp:
+                data = next(parts)
                 if isinstance(data, tuple):          # T-MAC: codes now, sections at the end
                     data, more = data
                     tails.append(more)
