@@ -40,14 +40,34 @@ TYPE_NAMES = {U8: "u8", I8: "i8", U16: "u16", I16: "i16", U32: "u32", I32: "i32"
               BOOL: "bool", STRING: "str", ARRAY: "array", U64: "u64", I64: "i64", F64: "f64"}
 
 
+class Strings:
+    """An array of strings, checked (every length in the file, every string valid UTF-8) but
+    not yet decoded: a vocabulary and its merges are ~10^5 strings, decoding them took most of
+    a small model's quantize, and quantize copies the entry's bytes without them."""
+
+    def __init__(self, raw: bytes, starts: np.ndarray, ends: np.ndarray):
+        self.raw, self.starts, self.ends = raw, starts, ends
+
+    def decode(self) -> list[str]:
+        raw = self.raw
+        return [str(raw[s:e], "utf-8") for s, e in zip(self.starts.tolist(), self.ends.tolist())]
+
+
 @dataclass(frozen=True)
 class Field:
     key: str
     vtype: int                    # value type; for arrays, ARRAY
-    value: object                 # python value (arrays: list, or numpy array for numbers)
+    raw_value: object             # value, or Strings until .value first decodes it
     offset: int                   # where the value starts in the file (after the type id)
     end: int                      # one past its last byte
     subtype: int | None = None    # element type of an array
+
+    @property
+    def value(self):
+        """The python value (arrays: list, or numpy array for numbers)."""
+        if isinstance(self.raw_value, Strings):
+            object.__setattr__(self, "raw_value", self.raw_value.decode())
+        return self.raw_value
 
 
 @dataclass(frozen=True)
@@ -159,30 +179,48 @@ class _Cursor:
         if sub not in (STRING, ARRAY):
             raise InputError(f"{self.path}: {what} has unknown element type {sub}")
         self.need(count * 8, what)           # every string or array takes at least 8 bytes
-        if sub == STRING:
-            return self.strings(count, what)
+        if sub == STRING:                    # decoded at once inside nested arrays
+            return self.strings(count, what) if depth == 0 else self.strings(count, what).decode()
         return [self.value(sub, what, depth + 1) for _ in range(count)]
 
-    def strings(self, count: int, what: str) -> list[str]:
-        """string() count times, in one loop of locals: a vocabulary has ~10^5 of them and
-        their parse was most of the time a command spends before its work starts."""
-        buf, pos, size, out = self.buf, self.pos, self.size, []
+    def strings(self, count: int, what: str) -> Strings:
+        """count strings, checked now and decoded when first used (Field.value). The walk
+        reads only the lengths; then one decode of the strings joined by newlines checks them
+        all (an ASCII byte cannot sit inside a multi-byte sequence, so the join is valid UTF-8
+        exactly when every string is)."""
+        buf, pos, size = self.buf, self.pos, self.size
         length = struct.Struct("<Q").unpack_from
+        starts = []
+        append = starts.append
+        at = pos
         try:
             for _ in range(count):
-                if pos + 8 > size:
-                    break
+                at = pos
                 (n,) = length(buf, pos)
-                if pos + 8 + n > size:
+                pos += 8
+                append(pos)
+                pos += n
+                if pos > size:
                     break
-                out.append(str(buf[pos + 8:pos + 8 + n], "utf-8"))
-                pos += 8 + n
+        except struct.error:              # a length field past the end
+            pos = size + 1
+        if pos > size or len(starts) < count:
+            self.pos = at
+            self.string(what)             # the usual message for a truncated file
+            raise InputError(f"{self.path}: {what} is truncated")
+        first = self.pos
+        st = np.asarray(starts, dtype=np.int64) - first
+        en = np.empty_like(st)
+        en[:-1], en[-1:] = st[1:] - 8, pos - first
+        raw = bytes(buf[first:pos])
+        marked = np.frombuffer(raw, dtype=np.uint8).copy()
+        marked[(st[:, None] - 8 + np.arange(8)).ravel()] = 0x0A    # lengths -> newlines
+        try:
+            marked.tobytes().decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{self.path}: {what} is not valid UTF-8") from None
         self.pos = pos
-        if len(out) < count:                 # the usual message for a truncated file
-            self.string(what)
-        return out
+        return Strings(raw, st, en)
 
 
 def read_gguf(path: Path | str, *, strict_types: bool = True) -> GgufFile:
@@ -241,7 +279,8 @@ def _parse(path: Path, buf, size: int, strict_types: bool = True) -> GgufFile:
     if not isinstance(align, int) or align <= 0 or align & (align - 1) or align > 1 << 20:
         raise InputError(f"{path}: general.alignment {align!r} is not a power of two")
     try:
-        table = TypeTable({k: f.value for k, f in fields.items()})
+        table = TypeTable({k: f.value for k, f in fields.items()
+                           if not isinstance(f.raw_value, Strings)})
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
     ti_start = c.pos
