@@ -77,7 +77,7 @@ def test_kernels_write_ggml_bytes(rows, name, backend):
             f"{backend} {name} from {src_dtype}: rows {bad[:5]}"
 
 
-@pytest.mark.parametrize("name", ["q4_0", "q6_k"])
+@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q4_k", "q5_k", "q6_k"])
 def test_c_kernels_on_many_random_blocks(name):
     """Ordinary weights of many scales, ~100k blocks: a rounding or order slip that the edge
     rows miss shows here."""

@@ -183,79 +183,108 @@ static void q5_0_block(const float *x, uint8_t *o, const float *table) {
 
 /* ---- Q4_K, Q5_K: super-blocks of 256, 8 sub-blocks of 32 with a scale and a min ---------- */
 
-/* make_qkx2_quants(32, nmax, x, w, L, &min, Laux, rmin, 0.1, nstep, false): codes into L,
- * -min into *neg_min; returns the scale. */
-static float qkx2(const float *x, const float *w, uint8_t *L, int nmax, float rmin, int nstep,
-                  float *neg_min) {
-    float mn = x[0], mx = x[0], sum_w = w[0], sum_x = sum_w * x[0];
-    float Laux[32];
+/* Four float32 / int32 lanes, one SSE / NEON register (GCC and clang vector extensions; each
+ * operation is the scalar one per lane, rounded the same, so the lanes give the scalar code's
+ * bits). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4i vbits(v4f v) { v4i r; memcpy(&r, &v, sizeof r); return r; }
+static inline v4f vfloat(v4i v) { v4f r; memcpy(&r, &v, sizeof r); return r; }
+/* m ? a : b per lane, m a comparison's mask (all ones or zero). */
+static inline v4f vsel(v4i m, v4f a, v4f b) { return vfloat((vbits(a) & m) | (vbits(b) & ~m)); }
+static inline v4i vseli(v4i m, v4i a, v4i b) { return (a & m) | (b & ~m); }
+static inline v4i vnearest(v4f v) {                   /* nearest() per lane */
+    return (vbits(v + 12582912.0f) & 0x007FFFFF) - 0x00400000;
+}
+static inline v4i vclamp(v4i q, int hi) {             /* max(0, min(hi, q)) */
+    const v4i zero = {0}, top = zero + hi;
+    q = vseli(q > zero, q, zero);
+    return vseli(q < top, q, top);
+}
+
+/* make_qkx2_quants(32, nmax, x, w, L, &min, Laux, rmin, 0.1, nstep, false) for 4 sub-blocks
+ * of a super-block side by side: lane s is sub-block s (X[i][s] = weight i of sub-block s), so
+ * every statement runs across the lanes while each lane adds its i = 0..31 in C's order and
+ * takes its own branches (as masks). A lane whose values are all equal takes ggml's early exit
+ * (codes 0, scale 0); its other arithmetic runs on and is thrown away.
+ * Codes into L[32 s + i], scales[s], mins[s] (= -min). */
+static void qkx2_4(const v4f X[32], const v4f W[32], int nmax, float rmin, int nstep,
+                   uint8_t *L, float *scales, float *mins) {
+    const v4f zero = {0};
+    v4f La[32];
+    v4i Lb[32];
+    v4f mn = X[0], mx = X[0], sw = W[0], sx = W[0] * X[0];
     for (int i = 1; i < 32; i++) {
-        if (x[i] < mn) mn = x[i];
-        if (x[i] > mx) mx = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
+        mn = vsel(X[i] < mn, X[i], mn);
+        mx = vsel(X[i] > mx, X[i], mx);
+        sw += W[i];
+        sx += W[i] * X[i];
     }
-    if (mn > 0) mn = 0;
-    if (mx == mn) {
-        memset(L, 0, 32);
-        *neg_min = -mn;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / (mx - mn), scale = 1.0f / iscale, best = 0.0f;
+    mn = vsel(mn > zero, zero, mn);
+    const v4f mn0 = mn;
+    const v4i flat = mx == mn;
+    v4f iscale = (float)nmax / (mx - mn), scale = 1.0f / iscale, best = zero;
     for (int i = 0; i < 32; i++) {
-        int q = imax(0, imin(nmax, nearest(iscale * (x[i] - mn))));
-        L[i] = (uint8_t)q;
-        float d = scale * (float)q + mn - x[i];
-        best += w[i] * (d * d);
+        Lb[i] = vclamp(vnearest(iscale * (X[i] - mn)), nmax);
+        v4f d = scale * __builtin_convertvector(Lb[i], v4f) + mn - X[i];
+        best += W[i] * (d * d);
     }
     for (int step = 0; step <= nstep; step++) {
         iscale = (rmin + 0.1f * (float)step + (float)nmax) / (mx - mn);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        v4f sl = zero, sl2 = zero, sxl = zero, cur = zero;
         for (int i = 0; i < 32; i++) {
-            float fl = (float)imax(0, imin(nmax, nearest(iscale * (x[i] - mn))));
-            Laux[i] = fl;
-            float wl = w[i] * fl;
-            sum_l += wl;
-            sum_l2 += wl * fl;
-            sum_xl += wl * x[i];
+            v4f fl = __builtin_convertvector(vclamp(vnearest(iscale * (X[i] - mn)), nmax), v4f);
+            La[i] = fl;
+            v4f wl = W[i] * fl;
+            sl += wl;
+            sl2 += wl * fl;
+            sxl += wl * X[i];
         }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float cur = 0;
-            for (int i = 0; i < 32; i++) {
-                float d = this_scale * Laux[i] + this_min - x[i];
-                cur += w[i] * (d * d);
-            }
-            if (cur < best) {
-                for (int i = 0; i < 32; i++) L[i] = (uint8_t)Laux[i];
-                best = cur;
-                scale = this_scale;
-                mn = this_min;
-            }
+        v4f D = sw * sl2 - sl * sl;
+        v4f ts = (sw * sxl - sx * sl) / D, tm = (sl2 * sx - sl * sxl) / D;
+        v4i pos = tm > zero;
+        ts = vsel(pos, sxl / sl2, ts);
+        tm = vsel(pos, zero, tm);
+        for (int i = 0; i < 32; i++) {
+            v4f d = ts * La[i] + tm - X[i];
+            cur += W[i] * (d * d);
         }
+        v4i better = (D > zero) & (cur < best);      /* ggml tries a candidate only if D > 0 */
+        best = vsel(better, cur, best);
+        scale = vsel(better, ts, scale);
+        mn = vsel(better, tm, mn);
+        for (int i = 0; i < 32; i++)
+            Lb[i] = vseli(better, __builtin_convertvector(La[i], v4i), Lb[i]);
     }
-    *neg_min = -mn;
-    return scale;
+    for (int s = 0; s < 4; s++) {
+        if (flat[s]) {
+            memset(L + 32 * s, 0, 32);
+            scales[s] = 0;
+            mins[s] = -mn0[s];
+            continue;
+        }
+        for (int i = 0; i < 32; i++) L[32 * s + i] = (uint8_t)Lb[i][s];
+        scales[s] = scale[s];
+        mins[s] = -mn[s];
+    }
 }
 
 /* One Q4_K / Q5_K super-block of x[0..256): the head at o (d fp16 | dmin fp16 | scales[12],
  * 6-bit scale and min codes packed as get_scale_min_k4 reads them), the 256 codes in L. */
 static void qk_head(const float *x, int nmax, float rmin, int nstep, uint8_t *o, uint8_t *L,
                     const float *table) {
-    float scales[8], mins[8], w[32], max_scale = 0, max_min = 0;
+    float scales[8], mins[8], max_scale = 0, max_min = 0;
+    for (int g = 0; g < 2; g++) {                   /* sub-blocks 4g .. 4g + 3 */
+        v4f X[32], W[32], sum_x2 = {0}, av = {0};
+        for (int i = 0; i < 32; i++)
+            for (int s = 0; s < 4; s++) X[i][s] = x[32 * (4 * g + s) + i];
+        for (int i = 0; i < 32; i++) sum_x2 += X[i] * X[i];
+        for (int s = 0; s < 4; s++) av[s] = sqrtf(sum_x2[s] / 32.0f);
+        for (int i = 0; i < 32; i++) W[i] = av + vfloat(vbits(X[i]) & 0x7FFFFFFF);   /* fabsf */
+        qkx2_4(X, W, nmax, rmin, nstep, L + 128 * g, scales + 4 * g, mins + 4 * g);
+    }
     for (int s = 0; s < 8; s++) {
-        const float *xs = x + 32 * s;
-        float sum_x2 = 0;
-        for (int i = 0; i < 32; i++) sum_x2 += xs[i] * xs[i];
-        float av = sqrtf(sum_x2 / 32.0f);
-        for (int i = 0; i < 32; i++) w[i] = av + fabsf(xs[i]);
-        scales[s] = qkx2(xs, w, L + 32 * s, nmax, rmin, nstep, &mins[s]);
         if (scales[s] > max_scale) max_scale = scales[s];
         if (mins[s] > max_min) max_min = mins[s];
     }
