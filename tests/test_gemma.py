@@ -161,3 +161,25 @@ def test_verify_with_transformers_reference(gemma):
     """verify's transformers reference (independent of our architecture table) passes the f32 file."""
     name, folder = gemma
     verified_with_transformers_reference(folder, folder / "ours-f32.gguf")
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_untied_output_llamacpp_cannot_run_is_refused(tmp_path, same):
+    """Gemma 1 / 2 in llama.cpp always multiply by token_embd at the output. An untied lm_head
+    that differs from the embeddings cannot be carried: refused, nothing written. One that
+    equals them (AutoAWQ saves such a copy) is dropped, as llama.cpp's converter drops it."""
+    from safetensors.numpy import load_file, save_file
+    from tinyconvert.formats.errors import InputError
+    build(tmp_path, "gemma", dict(GEMMA, tie=False))
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(path)
+    assert not np.array_equal(tensors["lm_head.weight"], tensors["model.embed_tokens.weight"])
+    if same:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].copy()
+        save_file(tensors, path, metadata={"format": "pt"})
+        hf2gguf(str(tmp_path), tmp_path / "x.gguf", outtype="f32", quiet=True)
+        assert (tmp_path / "x.gguf").exists()
+        return
+    with pytest.raises(InputError, match="lm_head.weight differs from the token embeddings"):
+        hf2gguf(str(tmp_path), tmp_path / "x.gguf", outtype="f32", quiet=True)
+    assert not (tmp_path / "x.gguf").exists()

@@ -99,6 +99,7 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
     had_output = any(r.name.endswith("lm_head.weight") for r in records)
     if cfg.arch.records is not None:
         records = cfg.arch.records(cfg, records)
+    _check_dropped_output(cfg, records)
     for rec in stack_experts(records):
         if mapper.skipped(rec.name):
             continue
@@ -120,6 +121,33 @@ def plan_tensors(cfg: ModelConfig, records: list[TensorRecord], outtype: str) ->
     _check_complete(cfg, planned, dropped)
     check_planned(cfg, planned)
     return planned
+
+
+def _check_dropped_output(cfg: ModelConfig, records: list[TensorRecord]) -> None:
+    """Gemma 1 and 2: llama.cpp's graph always reuses token_embd as the output, so an
+    lm_head.weight is dropped (as llama.cpp's converter drops AutoAWQ's copy). With untied
+    embeddings and an lm_head that differs from them (a fine-tune that trained it), the file
+    would compute another model: refused. Compared exactly, a chunk of rows at a time."""
+    if cfg.tied or not cfg.arch.drop_output:
+        return
+    head = next((r for r in records if r.name.endswith("lm_head.weight")), None)
+    emb = next((r for r in records if r.name.endswith("embed_tokens.weight")), None)
+    if head is None or emb is None:
+        return
+    same = head.shape == emb.shape
+    step = max(1, (16 << 20) // max(1, 4 * head.row_len))
+    for r0 in range(0, head.n_rows if same else 0, step):
+        r1 = min(head.n_rows, r0 + step)
+        a, b = head.read_rows(r0, r1), emb.read_rows(r0, r1)
+        if head.dtype != emb.dtype:
+            a, b = to_f32(a, head.dtype), to_f32(b, emb.dtype)
+        if not np.array_equal(a, b):
+            same = False
+            break
+    if not same:
+        raise InputError(f"{head.name} differs from the token embeddings, but llama.cpp's "
+                         f"{cfg.arch.gguf_arch.name.lower()} always uses the embeddings as "
+                         f"the output layer: the GGUF would compute a different model")
 
 
 def _float_tensor(cfg: ModelConfig, mapper: NameMapper, rec: TensorRecord,
