@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from tinyconvert.formats.predictor import Predictor
 from tinyconvert.pipeline.write.held import HeldWhole
@@ -38,6 +39,25 @@ def test_bounded_map_keeps_at_most_limit_results_and_their_order():
             got.append(i)
     assert got == list(range(200))
     assert 1 <= state["peak"] <= 3, state
+
+
+def test_bounded_map_drops_queued_work_after_a_failure():
+    """The chunk that fails stops the map: nothing queued behind it runs afterwards (a worker
+    already on an item may finish it)."""
+    started = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        time.sleep(0.01)
+        if i == 2:
+            raise ValueError("bad chunk")
+        return i
+
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="bad chunk"):
+            for _ in bounded_map(pool, work, range(100), limit=8):
+                pass
+    assert len(started) <= 4, started           # 0, 1, 2 and at most the one after
 
 
 def test_the_streamer_never_has_more_chunks_than_the_bound(monkeypatch):

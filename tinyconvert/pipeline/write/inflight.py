@@ -23,12 +23,16 @@ def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T],
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= limit:
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:                  # a failure or an abandoned map: work not yet started is dropped
+        for fut in pending:
+            fut.cancel()
 
 
 __all__ = ["bounded_map", "in_flight_limit"]
