@@ -147,17 +147,28 @@ static void q8_0_block(const float *x, uint8_t *o, const float *table) {
     memcpy(o + 2, q, 32);
 }
 
+/* The codes of a Q4_0 / Q5_0 block: min(top, (int)(x * inv + top / 2 + 1)), low nibbles of
+ * codes j and j + 16 into q[j]; returns bit 4 of code j at bit j (qh of Q5_0). */
+static inline uint32_t legacy_codes(const float *x, float inv, int top, uint8_t *q) {
+    const float bias = (float)(top + 1) / 2.0f + 0.5f;         /* 8.5f, 16.5f: exact */
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        int lo = imin(top, (int)(x[j] * inv + bias));
+        int hi = imin(top, (int)(x[j + 16] * inv + bias));
+        q[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
+        qh |= (uint32_t)((lo >> 4) & 1) << j;
+        qh |= (uint32_t)((hi >> 4) & 1) << (j + 16);
+    }
+    return qh;
+}
+
 /* Q4_0 block (18 bytes): d fp16 | qs[16], byte j = code j (low nibble) | code j+16 (high). */
 static void q4_0_block(const float *x, uint8_t *o, const float *table) {
     (void)table;
     uint8_t q[16];
     float d = signed_max(x) / -8.0f;
     float inv = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < 16; j++) {
-        int lo = imin(15, (int)(x[j] * inv + 8.5f));
-        int hi = imin(15, (int)(x[j + 16] * inv + 8.5f));
-        q[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
-    }
+    legacy_codes(x, inv, 15, q);
     put_f16(o, d);
     memcpy(o + 2, q, 16);
 }
@@ -168,14 +179,7 @@ static void q5_0_block(const float *x, uint8_t *o, const float *table) {
     uint8_t q[16];
     float d = signed_max(x) / -16.0f;
     float inv = d != 0.0f ? 1.0f / d : 0.0f;
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) {
-        int lo = imin(31, (int)(x[j] * inv + 16.5f));
-        int hi = imin(31, (int)(x[j + 16] * inv + 16.5f));
-        q[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
-        qh |= (uint32_t)((lo >> 4) & 1) << j;
-        qh |= (uint32_t)((hi >> 4) & 1) << (j + 16);
-    }
+    uint32_t qh = legacy_codes(x, inv, 31, q);
     put_f16(o, d);
     for (int i = 0; i < 4; i++) o[2 + i] = (uint8_t)(qh >> (8 * i));
     memcpy(o + 6, q, 16);
