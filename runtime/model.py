@@ -119,16 +119,17 @@ def _softcapped(hp: Hparams, q, k, v, mask) -> torch.Tensor:
 
 
 def ffn(hp: Hparams, get: Weights, i: int, x: torch.Tensor,
-        keep: torch.Tensor | None = None, on_route=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: [T, n_embd] (normed) -> (output [T, n_embd], active [T, n_ff] neurons with z != 0).
-    keep [T, n_ff]: PowerInfer's predicted neurons; the others contribute nothing.
-    on_route(i, ids [T, k]): the experts an MoE layer chose for each token."""
+        keep: torch.Tensor | None = None, on_route=None,
+        want_active: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [T, n_embd] (normed) -> (output [T, n_embd], active [T, n_ff] neurons with z != 0,
+    or None unless want_active). keep [T, n_ff]: PowerInfer's predicted neurons; the others
+    contribute nothing. on_route(i, ids [T, k]): the experts an MoE layer chose for each token."""
     p = f"blk.{i}."
     if hp.n_expert and i >= hp.n_dense_lead:     # mixture of experts: no neuron-level view
         return moe_ffn(hp, get, i, x, on_route), None
     gate, up = gate_up(hp, get, p, x)    # separate, fused (phi3's ffn_up) or no gate (plain MLP)
     z = ffn_inner(hp.act, gate, up)
-    active = z != 0
+    active = z != 0 if want_active else None
     if keep is not None:
         z = z * keep
     down = get(p + "ffn_down.weight")
@@ -161,20 +162,21 @@ def block(hp: Hparams, get: Weights, i: int, h: torch.Tensor, cos, sin,
     if hp.ssm:                       # state-space blocks (Mamba, Mamba2); cache: their state
         return ssm.block(hp, get, i, h, cache)
     p = f"blk.{i}."
+    watch = observe is not None and hp.sparse_threshold is not None   # active neurons wanted
     if is_parallel(hp, get, i):          # x + attn(n(x)) + mlp(n'(x)) (runtime.parallel)
         # PowerInfer's Falcon predicts from the layer input, before any norm
         keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
         return parallel_block(hp, get, i, h,
                               lambda x: attention(hp, get, i, x, cos, sin, cache, pos0),
-                              lambda x: _observed(ffn(hp, get, i, x, keep, on_route), i, keep,
-                                                  observe))
+                              lambda x: _observed(ffn(hp, get, i, x, keep, on_route, watch),
+                                                  i, keep, observe))
     y = attention(hp, get, i, norm(hp, get, p + "attn_norm", h), cos, sin, cache, pos0)
     if hp.ffn_norm != "post_attention_norm":
         y = norm(hp, get, p + "post_attention_norm", y)
     h = h + _scaled(hp, y)
     keep = predict(hp, get, i, h) if hp.sparse_threshold is not None else None
-    y = _observed(ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route), i, keep,
-                  observe)
+    y = _observed(ffn(hp, get, i, norm(hp, get, p + hp.ffn_norm, h), keep, on_route, watch), i,
+                  keep, observe)
     return h + _scaled(hp, norm(hp, get, p + "post_ffw_norm", y))
 
 

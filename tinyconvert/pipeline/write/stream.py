@@ -41,7 +41,7 @@ def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
     """Every chunk of every tensor goes through one bounded map, so the workers run on into the
     next tensor while the writer finishes this one (no drain at each of a model's hundreds of
     tensors). At most in_flight_limit chunks are ahead of the writer; a tensor read whole
-    (HeldWhole) may so overlap the one before it, never more than two."""
+    (HeldWhole) may so be loaded while the last chunks of the one before it are encoded."""
     planned = list(planned)
     spans = [list(chunks(p, threads)) for p in planned]
     jobs = ((p, r0, r1) for p, sp in zip(planned, spans) for r0, r1 in sp)
