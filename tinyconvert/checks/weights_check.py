@@ -179,8 +179,15 @@ def _token_texts_differ(tok, texts) -> list[str]:
     converter adds up to vocab_size, are left out)."""
     own = tok.backend
     known = own.get_piece_size() if hasattr(own, "get_piece_size") else own.get_vocab_size(True)
-    for i, text in enumerate(texts[:known]):
-        want = own.id_to_piece(i) if hasattr(own, "id_to_piece") else own.id_to_token(i)
+    if hasattr(own, "get_vocab"):              # tokenizers: the whole table in one call
+        wants = [None] * known
+        for text, i in own.get_vocab(with_added_tokens=True).items():
+            if 0 <= i < known:
+                wants[i] = text
+    else:
+        wants = [own.id_to_piece(i) for i in range(known)]
+    head = list(texts[:known])
+    for i, (text, want) in enumerate(() if head == wants[:len(head)] else zip(head, wants)):
         if want is not None and want != text:
             return [f"token {i}: {text!r} in the file, the reference tokenizer has {want!r}"]
     if len(texts) < known:

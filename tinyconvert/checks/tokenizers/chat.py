@@ -17,6 +17,7 @@ jinja engine of its own; templates that use features only one of them has are no
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,14 @@ class ChatFinding:
 def render(template: str, messages: list[dict], *, add_generation_prompt: bool,
            tokens: dict[str, str]) -> str:
     """transformers' rendering: sandboxed jinja2, trimmed blocks, loop controls, tojson."""
+    return _compiled(template).render(messages=messages,
+                                      add_generation_prompt=add_generation_prompt, **tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str):
+    """The template compiled once (a check renders it a dozen times); a template that does not
+    compile raises here each time it is asked for (errors are not cached)."""
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
@@ -58,8 +67,7 @@ def render(template: str, messages: list[dict], *, add_generation_prompt: bool,
                                                                   indent=indent)
     env.globals.update(raise_exception=raise_exception,
                        strftime_now=lambda f: __import__("datetime").datetime.now().strftime(f))
-    return env.from_string(template).render(messages=messages,
-                                            add_generation_prompt=add_generation_prompt, **tokens)
+    return env.from_string(template)
 
 
 def _try_render(template, messages, gen, tokens) -> tuple[str | None, str | None]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 UNKNOWN, CONTROL, USER_DEFINED = 2, 3, 4
 
 # Texts llama.cpp looks for when the file names no such token (it takes the first it finds).
@@ -52,7 +54,8 @@ def _by_text(ids: dict[str, int], texts) -> list[int]:
 def special_tokens(fields: dict) -> SpecialTokens:
     tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
     n, ids = len(tokens), {t: i for i, t in enumerate(tokens)}
-    special = {i for i, ty in enumerate(types) if int(ty) in (UNKNOWN, CONTROL, USER_DEFINED)}
+    special = set(np.flatnonzero(np.isin(np.asarray(types), (UNKNOWN, CONTROL, USER_DEFINED)))
+                  .tolist())
     eos = _key_id(fields, "eos", n)
     eot, eom = _key_id(fields, "eot", n), _key_id(fields, "eom", n)
     if eot is None:
