@@ -48,7 +48,7 @@ def test_bounded_map_drops_queued_work_after_a_failure():
 
     def work(i: int) -> int:
         started.append(i)
-        time.sleep(0.01)
+        time.sleep(0.01 if i <= 2 else 0.5)        # the map has long to cancel what is queued
         if i == 2:
             raise ValueError("bad chunk")
         return i
