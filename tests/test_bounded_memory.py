@@ -127,3 +127,45 @@ def test_powerinfer_holds_one_transposed_ffn_down_and_one_predictor_at_a_time():
         assert np.array_equal(seen[layers + 2 * i], preds[i].fc1)
         assert np.array_equal(seen[layers + 2 * i + 1], preds[i].fc2)
     assert sorted(loads) == sorted(id(p) for p in preds)   # each predictor loaded once
+
+
+def test_the_streamer_never_holds_two_whole_tensors(monkeypatch):
+    """Through the writer's threads (chunks run ahead of the writer; an f32 chunk written as
+    f32 is a view of the tensor it came from): a transposed ffn_down is made only once every
+    view of the one before it has been let go. (Predictors in memory are the caller's; a
+    predictor file's are loaded the same way.)"""
+    import weakref
+    from tinyconvert.pipeline.write import stream
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 4 * 4)            # many chunks per tensor
+    n_embd, n_ff, rank, layers = 8, 64, 4, 4
+    rng = np.random.default_rng(1)
+    downs = [rng.standard_normal((n_embd, n_ff)).astype(np.float32) for _ in range(layers)]
+    planned = [PlannedTensor(f"blk.{i}.ffn_down.weight", (n_embd, n_ff), get_qtype("f32"),
+                             lambda r0, r1, d=d: d[r0:r1], "F32") for i, d in enumerate(downs)]
+    preds = [Predictor(rng.standard_normal((rank, n_embd)).astype(np.float32),
+                       rng.standard_normal((n_ff, rank)).astype(np.float32))
+             for _ in range(layers)]
+    final = to_powerinfer(planned, preds, "f32")
+    lock, alive, peak = threading.Lock(), set(), [0]
+    read = HeldWhole.read
+
+    def gone(key):
+        with lock:
+            alive.discard(key)
+
+    def watched(self, pick, r0, r1):
+        out = read(self, pick, r0, r1)
+        base = out.base if out.base is not None else out
+        with lock:                               # a transposed ffn_down seen for the first
+            if base.shape == (n_ff, n_embd) and id(base) not in alive:    # time: counted
+                alive.add(id(base))                                      # until its last
+                peak[0] = max(peak[0], len(alive))                       # view is gone
+                weakref.finalize(base, gone, id(base))
+        time.sleep(0.0005)                       # let the other worker run ahead if it can
+        return out
+    monkeypatch.setattr(HeldWhole, "read", watched)
+    buf = io.BytesIO()
+    stream_tensors(buf, final, 32, threads=2)
+    assert peak[0] == 1, peak[0]
+    want = b"".join(np.ascontiguousarray(d.T).tobytes() for d in downs)
+    assert want in buf.getvalue()

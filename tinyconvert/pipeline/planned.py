@@ -23,6 +23,9 @@ class PlannedTensor:
     fallback_from: str | None = None   # requested type that could not hold this row length
     # [n_mat, n_per_row] importance matrix its quantizer gets (tinyconvert.imatrix.apply)
     imatrix: np.ndarray | None = field(default=None, compare=False)
+    # produced whole (a HeldWhole: PowerInfer's transposed ffn_down, a predictor): the writer
+    # loads it only after the tensors before it are done, so two are never held at once
+    whole: bool = False
 
     @property
     def n_rows(self) -> int:

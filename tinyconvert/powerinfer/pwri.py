@@ -38,7 +38,8 @@ def _transposed(p: PlannedTensor, out_type: str) -> PlannedTensor:
 
     src = p.src_dtype if p.src_dtype in ("F16", "F32") else "F32"
     return PlannedTensor(p.name.replace(".ffn_down.", ".ffn_down_t."), (p.shape[1], p.shape[0]),
-                         get_qtype(out_type), HeldWhole(full, p.shape[1]).reader(), src)
+                         get_qtype(out_type), HeldWhole(full, p.shape[1]).reader(), src,
+                         whole=True)
 
 
 def _predictor_tensors(i: int, pred, out_type: str) -> list[PlannedTensor]:
@@ -46,9 +47,9 @@ def _predictor_tensors(i: int, pred, out_type: str) -> list[PlannedTensor]:
     (pred: a Predictor in memory or a PredictorFile read when its rows are asked for)."""
     held = HeldWhole(pred.load, pred.rank + pred.n_ff)
     return [PlannedTensor(f"blk.{i}.fc1.weight", (pred.rank, pred.n_embd), get_qtype(out_type),
-                          held.reader(lambda d: d.fc1), "F32"),
+                          held.reader(lambda d: d.fc1), "F32", whole=True),
             PlannedTensor(f"blk.{i}.fc2.weight", (pred.n_ff, pred.rank), get_qtype(out_type),
-                          held.reader(lambda d: d.fc2), "F32")]
+                          held.reader(lambda d: d.fc2), "F32")]     # same load as fc1
 
 
 def to_powerinfer(planned: list[PlannedTensor], predictors: list[Predictor | PredictorFile],

@@ -36,18 +36,26 @@ def _write(f, data: np.ndarray) -> int:
     return data.nbytes
 
 
+def _encoded(pool, planned: list[PlannedTensor], spans: list, threads: int):
+    """Every chunk's encoded data in order; a new bounded map starts at each whole tensor."""
+    starts = [i for i, p in enumerate(planned) if i == 0 or p.whole] + [len(planned)]
+    for a, b in zip(starts, starts[1:]):
+        jobs = ((p, r0, r1) for p, sp in zip(planned[a:b], spans[a:b]) for r0, r1 in sp)
+        yield from (bounded_map(pool, lambda job: _encode(*job), jobs, in_flight_limit(threads))
+                    if threads > 1 else (_encode(*job) for job in jobs))
+
+
 def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
                    threads: int = 1) -> None:
-    """Every chunk of every tensor goes through one bounded map, so the workers run on into the
+    """Chunks go through one bounded map per run of tensors, so the workers run on into the
     next tensor while the writer finishes this one (no drain at each of a model's hundreds of
-    tensors). At most in_flight_limit chunks are ahead of the writer; a tensor read whole
-    (HeldWhole) may so be loaded while the last chunks of the one before it are encoded."""
+    tensors). At most in_flight_limit chunks are ahead of the writer. A run ends before each
+    tensor produced whole (p.whole): the one before it is written and let go first, so two are
+    never held at once."""
     planned = list(planned)
     spans = [list(chunks(p, threads)) for p in planned]
-    jobs = ((p, r0, r1) for p, sp in zip(planned, spans) for r0, r1 in sp)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        parts = (bounded_map(pool, lambda job: _encode(*job), jobs, in_flight_limit(threads))
-                 if threads > 1 else (_encode(*job) for job in jobs))
+        parts = _encoded(pool, planned, spans, threads)
         for p, sp in zip(planned, spans):
             f.write(bytes(-f.tell() % alignment))
             written, tails = 0, []
@@ -57,6 +65,7 @@ def stream_tensors(f, planned: list[PlannedTensor], alignment: int, bar=None,
                     data, more = data
                     tails.append(more)
                 written += _write(f, data)
+                del data         # a view of a whole tensor: let it go before the next loads
             for section in zip(*tails):              # each section's chunks in row order
                 for part in section:
                     written += _write(f, part)
