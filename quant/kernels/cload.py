@@ -9,35 +9,38 @@ import functools
 import importlib.util
 import os
 
-ROW_KERNELS = ("q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k")
-
 
 @functools.cache
 def library():
-    """The loaded C library with its row kernels typed, or None."""
+    """The loaded C library, or None."""
     if os.environ.get("TINYCONVERT_NO_C") == "1":
         return None
     spec = importlib.util.find_spec("tinyconvert.quant.kernels._ckernels")
     if spec is None or not spec.origin:
         return None
     lib = ctypes.CDLL(spec.origin)
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    for name in ROW_KERNELS:
-        fn = getattr(lib, f"tc_{name}_rows")
-        fn.argtypes = [p, i64, i64, ctypes.c_int, p, p]
-        fn.restype = ctypes.c_int
-    lib.tc_f16_bits.argtypes = [p, i64, p]
+    lib.tc_f16_bits.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     lib.tc_f16_bits.restype = None
     return lib
+
+
+@functools.cache
+def _typed(name: str):
+    """tc_<name>_rows with its argument types, or None where the library has no such kernel
+    (the types are fused.FUSED's; the C file says which it implements)."""
+    fn = getattr(library(), f"tc_{name}_rows", None)
+    if fn is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, i64, i64, ctypes.c_int, p, p]
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def row_kernel(name: str):
     """A callable (src [n, k], kind, table, out) -> None for type `name`, as the numba row
     kernels take, or None without the library or without a C kernel for `name`."""
-    lib = library()
-    if lib is None or name not in ROW_KERNELS:
+    if library() is None or (fn := _typed(name)) is None:
         return None
-    fn = getattr(lib, f"tc_{name}_rows")
 
     def run(src, kind, table, out):
         n, k = src.shape

@@ -1,7 +1,8 @@
 """The whole-row compiled kernels by type: rows in their stored float format (float32, or fp16 /
 bf16 bits) to finished block bytes in one pass: the C ones (quant/kernels/ckernels.c) where
-they were built, else quant/kernels/fused_legacy_numba.py and fused_kquants_numba.py. Types without one, runs without numba (TINYCONVERT_NO_NUMBA=1)
-and importance-matrix quantization take the per-type quantize functions instead."""
+they were built, else quant/kernels/fused_legacy_numba.py and fused_kquants_numba.py. Types
+without one, runs without numba (TINYCONVERT_NO_NUMBA=1) and importance-matrix quantization
+take the per-type quantize functions instead."""
 from __future__ import annotations
 
 import numpy as np
